@@ -1,0 +1,34 @@
+"""Shared test setup: offline `datasets` with a private cache, one torch thread, fixture paths."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_hf_cache(tmp_path_factory, monkeypatch):
+    # datasets must never reach a hub, and caches must not leak between tests or into ~/.cache
+    cache = tmp_path_factory.getbasetemp() / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(cache))
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # tests are small; one thread avoids oversubscribing 2 cores
+    except ImportError:
+        pass
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    return FIXTURES
