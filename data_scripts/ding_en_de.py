@@ -1,0 +1,117 @@
+"""English-German example sentences from the Ding dictionary (Debian package trans-de-en, GPL-2+).
+
+The dictionary has one entry a line, `de_1 | de_2 :: en_1 | en_2`: ` | ` separates aligned sub-entries
+and `; ` synonyms; `{m}`, `{pl}`, `[coll.]` ... are grammar and usage labels. Most sub-entries are
+words and phrases; we keep the sub-entries where both sides look like sentences. The data is GPL:
+this script fetches and builds it locally, it is never committed.
+
+    python data_scripts/ding_en_de.py --out data/ding-en-de
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import (
+    DEFAULT_CACHE,
+    DEFAULT_SEED,
+    REPO,
+    clean_ws,
+    dedupe_pairs,
+    installed_or_unpacked,
+    log,
+    split,
+    summary,
+    write_parallel_splits,
+)
+
+PACKAGE = "trans-de-en"
+DICT_PATH = "usr/share/trans/de-en"
+N_VALID = N_TEST = 1000
+
+_LABEL = re.compile(r"\s*(\{[^}]*\}|\[[^\]]*\])")
+_OPEN = "\"'„‚“‘«»¿¡("
+_CLOSE = "\"'“”‘’«»)"
+# Dictionary placeholders (`sth.`, `jdm.`) mark templates, not sentences.
+_PLACEHOLDER = re.compile(r"\b(sth|sb|etw|jdm|jdn|jds|jd)\b\.?", re.IGNORECASE)
+
+
+def dict_file(cache: Path) -> Path:
+    return installed_or_unpacked(PACKAGE, DICT_PATH, cache)
+
+
+def is_sentence(text: str) -> bool:
+    """Capital start, ends in . ! or ? (quotes around it allowed), at least 3 words."""
+    core = text.lstrip(_OPEN).rstrip(_CLOSE)
+    return len(text.split()) >= 3 and core[:1].isupper() and core[-1:] in ".!?"
+
+
+def normalize(text: str) -> str:
+    # The dictionary mixes ’ (about 80%) and ' for apostrophes and uses ' for quotes; one form keeps the
+    # vocabulary from doubling every contraction, and ASCII is what people type.
+    return clean_ws(text.replace("’", "'"))
+
+
+def usable(text: str) -> bool:
+    # `/` marks alternatives ("good/bad deal") and parentheses optional words ("(that)"): either way the
+    # line is a template of several sentences whose other side rarely matches word for word.
+    return (
+        not any(c in text for c in "/()")
+        and not _PLACEHOLDER.search(text)
+        and "..." not in text
+        and "…" not in text
+    )
+
+
+def read_pairs(path: Path) -> Iterator[tuple[str, str]]:
+    """All (en, de) sentence pairs in dictionary order, before dedupe.
+
+    Synonyms of one sub-entry are paired by position when both sides list the same number of sentences
+    (they are parallel variants: "Ach ja!; Ah ja! :: Oh yes!; Oh right!"), otherwise only the first ones.
+    """
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or " :: " not in line:
+                continue
+            de, en = line.rstrip("\n").split(" :: ", 1)
+            de_subs, en_subs = de.split(" | "), en.split(" | ")
+            if len(de_subs) != len(en_subs):
+                continue
+            for de_sub, en_sub in zip(de_subs, en_subs, strict=True):
+                des = [normalize(_LABEL.sub("", s)) for s in de_sub.split("; ")]
+                ens = [normalize(_LABEL.sub("", s)) for s in en_sub.split("; ")]
+                des = [s for s in des if is_sentence(s)]
+                ens = [s for s in ens if is_sentence(s)]
+                if not des or not ens:
+                    continue
+                pairs = zip(ens, des, strict=True) if len(des) == len(ens) else [(ens[0], des[0])]
+                for e, d in pairs:
+                    if usable(e) and usable(d):
+                        yield e, d
+
+
+def build_splits(seed: int = DEFAULT_SEED, cache: Path = DEFAULT_CACHE) -> dict[str, list[tuple[str, str]]]:
+    """Deduplicated (en, de) pairs split into train/valid/test; deterministic for a given seed."""
+    path = dict_file(cache)
+    raw = list(read_pairs(path))
+    pairs, dropped = dedupe_pairs(raw)
+    log(f"Ding: {len(raw)} sentence pairs, {dropped} duplicates dropped (one translation per sentence)")
+    return split(pairs, N_VALID, N_TEST, seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "ding-en-de", help="output folder")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed for the split")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where downloads are unpacked")
+    args = parser.parse_args()
+    splits = build_splits(args.seed, args.cache)
+    write_parallel_splits(args.out, splits, ("en", "de"))
+    summary("ding-en-de pairs", {k: len(v) for k, v in splits.items()})
+
+
+if __name__ == "__main__":
+    main()

