@@ -40,8 +40,14 @@ def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
         raise ConfigError(f"{section}.{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
-def _check_range(section: str, name: str, value: float, lo: float | None = None, hi: float | None = None,
-                 lo_open: bool = False) -> None:
+def _check_range(
+    section: str,
+    name: str,
+    value: float,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> None:
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
     if bad:
         lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
@@ -141,7 +147,9 @@ class ModelConfig:
         _check_choice("model", "attention", self.attention, ATTENTIONS)
         _check_choice("model", "bridge", self.bridge, BRIDGES)
         if self.bidirectional and self.hidden_size % 2:
-            raise ConfigError(f"model.hidden_size must be even with model.bidirectional; got {self.hidden_size}")
+            raise ConfigError(
+                f"model.hidden_size must be even with model.bidirectional; got {self.hidden_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -299,7 +307,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     elif origin is tuple:
         args = get_args(tp)
         if isinstance(value, (list, tuple)) and len(value) == len(args):
-            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
     elif tp is type(None):
         if value is None:
             return None

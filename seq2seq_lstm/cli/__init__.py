@@ -56,7 +56,9 @@ class LazyGroup(click.Group):
             raise click.ClickException(str(e)) from None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(package_name="seq2seq-lstm")
 def main() -> None:
     """seq2seq-lstm: LSTM encoder-decoders with attention for translation, next-word suggestion and BLEU."""

@@ -1,0 +1,194 @@
+"""`s2s tokenizer` and `s2s data` via CliRunner: help, real runs, and one clear line per bad input."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from seq2seq_lstm.cli import main
+from seq2seq_lstm.tokenizer import Tokenizer
+
+TINY = Path(__file__).parent / "fixtures" / "tiny"
+CONFIG = f"""\
+task: translation
+tokenizer:
+  vocab_size: 400
+data:
+  train: {TINY / "train"}
+  valid: {TINY / "valid"}
+  src_lang: en
+  tgt_lang: es
+  max_len: 40
+  batch_tokens: 200
+"""
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def fails_with(result, line):
+    """Exit code 1, the exact error line last, and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines()[-1] == f"Error: {line}"
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def test_help_lists_the_groups_and_documents_every_option():
+    out = run("--help").output
+    assert "tokenizer" in out and "data" in out
+    from seq2seq_lstm.cli.data import stats
+    from seq2seq_lstm.cli.tokenizer import encode, train
+
+    for command in (train, encode, stats):
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert param.help, f"{command.name} {param.opts} has no help text"
+    help_text = run("tokenizer", "train", "--help").output
+    for opt in [
+        "--config",
+        "--set",
+        "--input",
+        "--out",
+        "--vocab-size",
+        "--model-type",
+        "--character-coverage",
+        "--joint / --separate",
+        "--byte-fallback / --no-byte-fallback",
+    ]:
+        assert opt in help_text
+
+
+def test_train_from_config_then_stats(tmp_path, config):
+    out = tmp_path / "tok"
+    result = run("tokenizer", "train", "--config", config, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [f"wrote {out}/spm.model (unigram, joint)", "vocabulary: 400 pieces"]
+    assert Tokenizer.load(out).src_vocab_size == 400
+
+    result = run("data", "stats", "--config", config, "--tokenizer", out)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[1].split()[:6] == ["split", "pairs", "kept", "short", "long", "ratio"]
+    assert lines[2].split()[:6] == ["train", "46", "46", "0", "0", "0"]
+    assert lines[3].split()[:6] == ["valid", "10", "10", "0", "0", "0"]
+    assert lines[2].split()[-2].endswith("%") and lines[2].split()[-1].endswith("%")
+
+
+def test_train_from_inputs_with_options(tmp_path):
+    out = tmp_path / "sep"
+    result = run(
+        "tokenizer", "train", "--input", TINY / "train.en", "--input", TINY / "train.es", "--out", out,
+        "--separate", "--vocab-size", 330, "--model-type", "bpe", "--character-coverage", 0.9995,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"wrote {out}/src.model, {out}/tgt.model (bpe, separate)",
+        "vocabulary: source 330 pieces, target 330 pieces",
+    ]
+    result = run("tokenizer", "encode", "--model", out, "--side", "tgt", "--ids", TINY / "valid.es")
+    tok = Tokenizer.load(out)
+    first = " ".join(map(str, tok.encode_tgt(["El perro es negro."])[0]))
+    assert result.exit_code == 0 and result.output.splitlines()[0] == first
+
+
+def test_lm_tokenizer_from_one_input(tmp_path):
+    result = run(
+        "tokenizer", "train", "--input", TINY / "train.en", "--out", tmp_path / "lm", "--vocab-size", 320
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == f"wrote {tmp_path}/lm/spm.model (unigram, one language)"
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+def test_misaligned_files(tmp_path, config):
+    (tmp_path / "c.en").write_text("a\nb\nc\n", encoding="utf-8")
+    (tmp_path / "c.es").write_text("x\ny\n", encoding="utf-8")
+    result = run("tokenizer", "train", "--config", config, "--set", f"data.train={tmp_path / 'c'}",
+                 "--out", tmp_path / "out")  # fmt: skip
+    fails_with(
+        result,
+        f"{tmp_path}/c.en has 3 lines but {tmp_path}/c.es has 2 lines; "
+        "aligned files need one sentence per line in each, in the same order",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_corpus(tmp_path, config):
+    (tmp_path / "e.en").write_text("", encoding="utf-8")
+    (tmp_path / "e.es").write_text("", encoding="utf-8")
+    result = run("tokenizer", "train", "--config", config, "--set", f"data.train={tmp_path / 'e'}",
+                 "--out", tmp_path / "out")  # fmt: skip
+    fails_with(result, f"corpus {tmp_path}/e.en / {tmp_path}/e.es is empty: it has no sentences")
+    result = run("tokenizer", "train", "--input", tmp_path / "e.en", "--out", tmp_path / "out")
+    fails_with(result, "cannot train a tokenizer on an empty corpus: it has no non-empty sentences")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file(tmp_path, config):
+    result = run("tokenizer", "train", "--config", config, "--set", f"data.train={tmp_path / 'nope.tsv'}",
+                 "--out", tmp_path / "out")  # fmt: skip
+    fails_with(result, f"corpus file {tmp_path}/nope.tsv does not exist")
+    result = run("data", "stats", "--config", config, "--tokenizer", tmp_path / "none")
+    fails_with(
+        result,
+        f"no tokenizer in {tmp_path}/none: expected spm.model, or src.model and tgt.model; "
+        "train one with `s2s tokenizer train --out DIR`",
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_utf8(tmp_path, config):
+    (tmp_path / "train.en").write_text("one\ntwo\nthree\n", encoding="utf-8")
+    (tmp_path / "train.es").write_bytes(b"uno\ndos\ntr\xe9s\n")  # Latin-1, not UTF-8
+    args = ["tokenizer", "train", "--config", config, "--set", f"data.train={tmp_path / 'train'}",
+            "--out", tmp_path / "out", "--no-byte-fallback", "--vocab-size", 16]  # fmt: skip
+    fails_with(
+        run(*args),
+        f"{tmp_path}/train.es line 3: invalid UTF-8 (byte 0xe9 at column 3); "
+        "fix the file or set data.encoding_errors=replace",
+    )
+    assert not (tmp_path / "out").exists()
+    result = run(*args, "--set", "data.encoding_errors=replace")
+    assert result.exit_code == 0, result.output
+    assert (
+        result.output.startswith(f"wrote {tmp_path}/out/spm.model")
+        and (tmp_path / "out" / "spm.model").is_file()
+    )
+
+
+def test_config_unknown_key_and_wrong_type(tmp_path, config):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG.replace("vocab_size: 400", "vocab_size: 400\n  vocab: 3"), encoding="utf-8")
+    fails_with(
+        run("tokenizer", "train", "--config", bad, "--out", tmp_path / "out"),
+        f"{bad}: unknown key tokenizer.vocab; allowed keys: model_type, vocab_size, character_coverage, "
+        "byte_fallback, joint, input_sentence_size, seed",
+    )
+    bad.write_text(CONFIG.replace("vocab_size: 400", "vocab_size: lots"), encoding="utf-8")
+    fails_with(
+        run("tokenizer", "train", "--config", bad, "--out", tmp_path / "out"),
+        f"{bad}: tokenizer.vocab_size must be int; got 'lots' (str)",
+    )
+    result = run("tokenizer", "train", "--config", config, "--character-coverage", 0.5)
+    fails_with(result, f"{config}: tokenizer.character_coverage must be >= 0.9 and <= 1.0; got 0.5")
+    assert not (tmp_path / "out").exists()
+
+
+def test_vocab_size_too_large(tmp_path, config):
+    result = run("tokenizer", "train", "--config", config, "--vocab-size", 5000, "--out", tmp_path / "out")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith("Error: tokenizer.vocab_size=5000 is too large for the joint corpus: ")
+    maximum = int(line.split("at most ")[1].split()[0])
+    assert line.endswith(f"at most {maximum} pieces from it; lower tokenizer.vocab_size to {maximum} or less")
+    assert not (tmp_path / "out").exists()
