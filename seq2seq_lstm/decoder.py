@@ -1,0 +1,230 @@
+"""Attentive stacked-LSTM decoder with input feeding (Luong et al. 2015) and its state value.
+
+One step, for layer outputs h_t and memory h_s::
+
+    x_t = [E y_{t-1}; h~_{t-1}]                   input feeding: the previous attentional vector
+    h_t = LSTM_L(...LSTM_1(x_t))                  stacked, dropout between layers
+    a_t = softmax(score(h_t, h_s)), c_t = a_t . h_s
+    h~_t = tanh(W_c [c_t; h_t])                   the attentional vector, fed to the next step
+    p(y_t) = softmax(W_s h~_t + b)                 (W_s tied to E with ``tie_output``)
+
+``forward()`` (teacher forcing) and ``step()`` (one token, for search) share ``_recur``/``_attend``/
+``_logits``, so both give the same numbers. ``forward()`` does everything that does not depend on the
+recurrence for all T steps at once: the embedding lookup, the embedding part of the first layer's
+input projection (one GEMM over B*T rows), and the output layer after the loop (one GEMM). Without
+input feeding the standard LSTM runs as one fused ``nn.LSTM`` call and attention is batched over T.
+With ``attention=None`` the decoder is a plain LSTM language model (no source, no input feeding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import ATTENTIONS
+from .cells import CELLS, LayerStates, StackedCell
+from .tokenizer import PAD_ID
+
+
+@dataclass
+class DecoderState:
+    """Everything a decoding step needs, as a value: beam search reorders it with ``reorder``."""
+
+    h: Tensor  # (L, B, H) hidden state per layer
+    c: Tensor  # (L, B, H) cell state per layer
+    feed: Tensor | None = None  # (B, H) previous attentional vector (input feeding), else None
+    memory: Tensor | None = None  # (B, S, H) encoder outputs (attention values), None without a source
+    mask: Tensor | None = None  # (B, S) bool, True on real source tokens
+    keys: Tensor | None = None  # (B, S, H) attention keys, projected once per batch (``project_keys``)
+
+    @property
+    def batch_size(self) -> int:
+        return self.h.size(1)
+
+    def reorder(self, index: Tensor) -> DecoderState:
+        """Select (and repeat) batch entries: ``index`` (B',) long -> a state with batch size B'."""
+
+        def pick(x: Tensor | None, dim: int) -> Tensor | None:
+            return None if x is None else x.index_select(dim, index)
+
+        return DecoderState(
+            h=pick(self.h, 1),
+            c=pick(self.c, 1),
+            feed=pick(self.feed, 0),
+            memory=pick(self.memory, 0),
+            mask=pick(self.mask, 0),
+            keys=pick(self.keys, 0),
+        )
+
+
+class LinearBridge(nn.Module):
+    """Decoder initial state from the encoder's final one: h0_l = tanh(W_l h_enc + b_l), likewise for c.
+
+    Layers are aligned from the top: with more decoder than encoder layers, the lower decoder layers
+    all start from the encoder's bottom layer.
+    """
+
+    def __init__(self, enc_layers: int, dec_layers: int, hidden_size: int) -> None:
+        super().__init__()
+        self.source_layer = [max(0, layer + enc_layers - dec_layers) for layer in range(dec_layers)]
+        self.h_layers = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(dec_layers))
+        self.c_layers = nn.ModuleList(nn.Linear(hidden_size, hidden_size) for _ in range(dec_layers))
+
+    def forward(self, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """(L_enc, B, H) each -> (L_dec, B, H) each."""
+        h0 = [torch.tanh(lin(h[src])) for lin, src in zip(self.h_layers, self.source_layer, strict=True)]
+        c0 = [torch.tanh(lin(c[src])) for lin, src in zip(self.c_layers, self.source_layer, strict=True)]
+        return torch.stack(h0), torch.stack(c0)
+
+
+class ZeroBridge(nn.Module):
+    """The decoder starts from zeros and sees the source only through attention."""
+
+    def __init__(self, enc_layers: int, dec_layers: int, hidden_size: int) -> None:
+        super().__init__()
+        self.dec_layers = dec_layers
+
+    def forward(self, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        zeros = h.new_zeros(self.dec_layers, h.size(1), h.size(2))
+        return zeros, zeros
+
+
+BRIDGES: dict[str, type[nn.Module]] = {"linear": LinearBridge, "zero": ZeroBridge}
+
+
+class Decoder(nn.Module):
+    """Stacked LSTM decoder with attention, input feeding and an attentional layer (Luong et al. 2015)."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_dim: int,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float = 0.0,
+        cell: str = "lstm",
+        attention: str | None = "general",
+        input_feeding: bool = True,
+        tie_output: bool = True,
+    ) -> None:
+        super().__init__()
+        if attention is None and input_feeding:
+            raise ValueError("input feeding needs attention: there is no attentional vector to feed")
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+        self.dropout, self.input_feeding = dropout, input_feeding
+        self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
+        # Without input feeding the standard LSTM needs no per-step Python at all: nn.LSTM's fused loop.
+        self.fused = cell == "lstm" and not input_feeding
+        self.emb_gates: nn.Linear | None = None
+        if self.fused:
+            self.rnn: nn.Module = nn.LSTM(
+                emb_dim, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+            )
+        else:
+            # The first layer's input is [embedding; feed]. Its embedding part does not depend on the
+            # recurrence, so it gets its own weight (emb_gates), applied to all T steps in one GEMM; the
+            # first cell's own input is only the feed (or nothing without input feeding).
+            self.rnn = StackedCell(
+                cell, hidden_size if input_feeding else emb_dim, hidden_size, num_layers, dropout
+            )
+            if input_feeding:
+                self.emb_gates = nn.Linear(emb_dim, CELLS[cell].num_gates * hidden_size, bias=False)
+        self.attention = ATTENTIONS[attention](hidden_size) if attention is not None else None
+        self.attn_out = (
+            nn.Linear(2 * hidden_size, hidden_size, bias=False) if attention is not None else None
+        )  # W_c
+        # Tying the output layer to the embedding (Press & Wolf 2017; Inan et al. 2017) needs vectors of
+        # the embedding's size: project H -> E first when they differ.
+        self.out_proj = (
+            nn.Linear(hidden_size, emb_dim, bias=False) if tie_output and emb_dim != hidden_size else None
+        )
+        self.generator = nn.Linear(emb_dim if self.out_proj is not None else hidden_size, vocab_size)
+        if tie_output:
+            self.generator.weight = self.embed.weight
+
+    # ----------------------------------------------------------------------------------------------
+    # state
+
+    def init_state(
+        self, h: Tensor, c: Tensor, memory: Tensor | None = None, mask: Tensor | None = None
+    ) -> DecoderState:
+        """Initial state from (L, B, H) h and c and, with attention, the memory (B, S, H) and mask (B, S)."""
+        keys = feed = None
+        if self.attention is not None:
+            keys = self.attention.project_keys(memory)
+        if self.input_feeding:
+            feed = h.new_zeros(h.size(1), self.hidden_size)
+        return DecoderState(h=h, c=c, feed=feed, memory=memory, mask=mask, keys=keys)
+
+    # ----------------------------------------------------------------------------------------------
+    # the pieces shared by forward() and step()
+
+    def _input_gates(self, emb: Tensor) -> Tensor:
+        """Embedding part of the first layer's gates, bias included: (..., E) -> (..., G*H)."""
+        first = self.rnn.layers[0]
+        if self.emb_gates is not None:
+            return F.linear(emb, self.emb_gates.weight, first.bias)
+        return first.input_gates(emb)
+
+    def _attend(self, top: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
+        """Top-layer output (B, H) or (B, T, H) -> attentional vector after dropout, attention weights."""
+        if self.attention is None:
+            return F.dropout(top, self.dropout, self.training), None
+        context, weights = self.attention(top, state.keys, state.memory, state.mask)
+        out = torch.tanh(self.attn_out(torch.cat([context, top], -1)))  # h~ = tanh(W_c [c; h])
+        return F.dropout(out, self.dropout, self.training), weights
+
+    def _recur(
+        self, gates: Tensor, feed: Tensor | None, hc: LayerStates, state: DecoderState
+    ) -> tuple[Tensor, LayerStates, Tensor | None]:
+        """One step of the cell stack and attention: gates (B, G*H) -> output (B, H), new (h, c), weights."""
+        top, hc = self.rnn(feed, hc, gates)
+        out, weights = self._attend(top, state)
+        return out, hc, weights
+
+    def _logits(self, out: Tensor) -> Tensor:
+        if self.out_proj is not None:
+            out = self.out_proj(out)
+        return self.generator(out)
+
+    # ----------------------------------------------------------------------------------------------
+
+    def forward(self, tgt_in: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """Teacher forcing: tgt_in (B, T) long -> logits (B, T, V) and the state after step T.
+
+        The returned state is the one after the last column, padding included: for a padded batch,
+        continue decoding with ``step()`` instead.
+        """
+        emb = F.dropout(self.embed(tgt_in), self.dropout, self.training)  # (B, T, E)
+        if self.fused:
+            top, (h, c) = self.rnn(emb, (state.h, state.c))  # (B, T, H)
+            out, _ = self._attend(top, state)  # attention batched over all T steps
+            return self._logits(out), dataclasses.replace(state, h=h, c=c)
+        gates = self._input_gates(emb)  # (B, T, G*H): one GEMM for all steps
+        hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
+        feed, outs = state.feed, []
+        for t in range(tgt_in.size(1)):
+            out, hc, _ = self._recur(gates[:, t], feed, hc, state)
+            outs.append(out)
+            feed = out if self.input_feeding else None
+        logits = self._logits(torch.stack(outs, 1))  # (B, T, V): one GEMM for all steps
+        return logits, dataclasses.replace(state, h=torch.stack(hc[0]), c=torch.stack(hc[1]), feed=feed)
+
+    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One token per sentence: tokens (B,) -> log-probs (B, V) float32, new state, attention (B, S)."""
+        emb = F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
+        if self.fused:
+            top, (h, c) = self.rnn(emb.unsqueeze(1), (state.h, state.c))  # (B, 1, H)
+            out, weights = self._attend(top.squeeze(1), state)
+            new_state = dataclasses.replace(state, h=h, c=c)
+        else:
+            hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
+            out, hc, weights = self._recur(self._input_gates(emb), state.feed, hc, state)
+            feed = out if self.input_feeding else None
+            new_state = dataclasses.replace(state, h=torch.stack(hc[0]), c=torch.stack(hc[1]), feed=feed)
+        log_probs = torch.log_softmax(self._logits(out).float(), dim=-1)
+        return log_probs, new_state, weights
