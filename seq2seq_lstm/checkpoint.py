@@ -1,0 +1,327 @@
+"""The run directory, safe checkpoint loading and the exported inference weights.
+
+A training run writes one directory (``training.out_dir``)::
+
+    runs/x/config.yaml          the resolved config (written atomically)
+    runs/x/tokenizer/           spm.model, or src.model + tgt.model
+    runs/x/checkpoints/         best.ckpt (best validation score) and last.ckpt (for --resume)
+    runs/x/logs/version_N/      metrics.csv (or TensorBoard events)
+    runs/x/model.safetensors    the best weights, for translate / suggest / evaluate
+    runs/x/model.json           task, vocabulary sizes, sha256 of each tokenizer file, step, val scores
+
+Nothing here ever unpickles arbitrary objects: ``.ckpt``/``.pt`` files are read with
+``torch.load(weights_only=True)`` (a checkpoint carrying a pickle payload is refused, never run) and the
+exported weights are safetensors. Every mismatch (tokenizer, config, shapes) is a :class:`CheckpointError`
+with one line naming what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config, atomic_write_text, config_from_dict, load_config
+from .errors import CheckpointError, ConfigError, UserError
+from .tokenizer import Tokenizer
+
+FORMAT_VERSION = 1  # of model.json and of the "s2s" entry in Lightning checkpoints
+CKPT_KEY = "s2s"  # our entry in a Lightning checkpoint: config, tokenizer hashes, RNG, validation scores
+MODEL_PREFIX = "model."  # the system holds the nn.Module as ``self.model``
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside a run directory (see the module docstring)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def tokenizer(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "model.safetensors"
+
+    @property
+    def meta(self) -> Path:
+        return self.root / "model.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+def tokenizer_sha256(tokenizer: Tokenizer) -> dict[str, str]:
+    """File name -> sha256 of each SentencePiece model, as saved in the run's ``tokenizer/``."""
+    return {name: hashlib.sha256(data).hexdigest() for name, data in tokenizer.model_files().items()}
+
+
+def check_tokenizer(
+    tokenizer: Tokenizer, expected: Mapping[str, Any], tok_where: str, weights_where: str
+) -> None:
+    """The tokenizer must be the one the weights were trained with: same files, hashes and vocab sizes."""
+    got = tokenizer_sha256(tokenizer)
+    want = dict(expected.get("tokenizer_sha256", {}))
+    if set(got) != set(want):
+        raise CheckpointError(
+            f"{tok_where} does not match {weights_where}: it holds {', '.join(sorted(got))} but the "
+            f"weights were trained with {', '.join(sorted(want)) or 'no recorded tokenizer'}; "
+            "use the run's own tokenizer"
+        )
+    for name in sorted(want):
+        if got[name] != want[name]:
+            raise CheckpointError(
+                f"{tok_where}/{name} does not match {weights_where}: its sha256 is {got[name][:12]}… but the "
+                f"weights were trained with {want[name][:12]}…; use the run's own tokenizer"
+            )
+    for side, size in (("src", tokenizer.src_vocab_size), ("tgt", tokenizer.tgt_vocab_size)):
+        want_size = expected.get(f"{side}_vocab")
+        if want_size is not None and int(want_size) != size:
+            raise CheckpointError(
+                f"{tok_where} does not match {weights_where}: the {side} vocabulary has {size} pieces "
+                f"but the weights expect {want_size}"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading files without running pickles
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A Lightning ``.ckpt`` or torch ``.pt`` as a dict, loaded with ``weights_only=True``.
+
+    Files carrying pickled Python objects (anything but tensors, containers and primitives) are refused
+    before any of their code runs; corrupt or truncated files are a clear error too.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(
+                f"{path} holds pickled Python objects, not only tensors; refusing to load it (it could run "
+                "code): load only checkpoints written by `s2s train`"
+            ) from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({_first_line(e)}); use another checkpoint"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({_first_line(e)}); use another checkpoint"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
+    return ckpt
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def model_state_from_checkpoint(ckpt: Mapping[str, Any], where: str) -> dict[str, Tensor]:
+    """The model's parameters from a Lightning checkpoint (``state_dict`` with the ``model.`` prefix)."""
+    state = ckpt.get("state_dict")
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{where} has no state_dict; it is not a checkpoint written by `s2s train`")
+    return {k[len(MODEL_PREFIX) :]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+
+
+def check_state_dict(
+    model: nn.Module, state: Mapping[str, Tensor], weights_where: str, config_where: str
+) -> None:
+    """Every tensor in ``state`` exists in ``model`` with the same shape, and nothing is missing.
+
+    Tied parameters (one tensor under several names) need only one of their names in ``state``:
+    safetensors stores a shared tensor once.
+    """
+    expected = model.state_dict()
+    for name, tensor in state.items():
+        if name not in expected:
+            raise CheckpointError(
+                f"{weights_where} does not match {config_where}: it has parameter {name}, which the model "
+                "built from the config lacks; use the config the weights were trained with"
+            )
+        want = tuple(expected[name].shape)
+        if tuple(tensor.shape) != want:
+            raise CheckpointError(
+                f"{weights_where} does not match {config_where}: parameter {name} has shape "
+                f"{tuple(tensor.shape)} in the weights but {want} in the model built from the config"
+            )
+    aliases: dict[int, list[str]] = {}
+    for name, tensor in expected.items():
+        aliases.setdefault(tensor.data_ptr(), []).append(name)
+    for names in aliases.values():
+        if not any(n in state for n in names):
+            raise CheckpointError(
+                f"{weights_where} does not match {config_where}: parameter {names[0]} of the model built "
+                "from the config is missing from the weights; use the config the weights were trained with"
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Export and load for inference
+
+
+def export_weights(model: nn.Module, run: RunDir, meta: Mapping[str, Any]) -> Path:
+    """Write ``model.safetensors`` (tied tensors stored once) and ``model.json``, each atomically."""
+    from safetensors.torch import save_model
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=run.root, prefix=".model.", suffix=".safetensors.tmp")
+    os.close(fd)
+    try:
+        save_model(model, tmp, metadata={"format": "pt", "s2s_format": str(FORMAT_VERSION)})
+        os.replace(tmp, run.weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    atomic_write_text(run.meta, json.dumps({"format": FORMAT_VERSION, **meta}, indent=2) + "\n")
+    return run.weights
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated ({_first_line(e)}); export it again") from None
+
+
+def _read_meta(run: RunDir) -> dict[str, Any]:
+    if not run.meta.is_file():
+        raise CheckpointError(
+            f"{run.meta} is missing; it is written next to {run.weights.name} by `s2s train`"
+        )
+    try:
+        meta = json.loads(run.meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{run.meta} is not valid JSON ({e}); export the weights again") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{run.meta}: unknown format {meta.get('format') if isinstance(meta, dict) else meta!r}"
+        )
+    return meta
+
+
+def _locate(path: Path) -> tuple[RunDir, Path]:
+    """(run directory, weights file) for a run directory, a ``.safetensors`` file or a ``.ckpt``/``.pt``."""
+    if path.is_dir():
+        run = RunDir(path)
+        for candidate in (run.weights, run.best_ckpt, run.last_ckpt):
+            if candidate.is_file():
+                return run, candidate
+        raise CheckpointError(
+            f"{path} holds no model: expected {run.weights.name} or checkpoints/best.ckpt; "
+            "train one with `s2s train`"
+        )
+    if not path.exists():
+        raise CheckpointError(f"model {path} does not exist; pass a run directory written by `s2s train`")
+    if path.suffix == ".safetensors":
+        return RunDir(path.parent), path
+    if path.suffix in (".ckpt", ".pt"):
+        root = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return RunDir(root), path
+    raise CheckpointError(f"{path}: expected a run directory, a .safetensors file or a .ckpt checkpoint")
+
+
+def load_for_inference(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config, Tokenizer]:
+    """``(model in eval mode, config, tokenizer)`` from a run directory or one of its weight files.
+
+    Checks that the tokenizer on disk is the one the weights were trained with (file hashes, vocabulary
+    sizes) and that the config builds a model of exactly the weights' shapes.
+    """
+    from .model import build_model
+
+    run, weights = _locate(Path(path))
+    ckpt: dict[str, Any] | None = None
+    if weights.suffix == ".safetensors":
+        info = _read_meta(run)
+        cfg = _load_run_config(run)
+    else:
+        ckpt = load_checkpoint_file(weights)
+        info = ckpt.get(CKPT_KEY)
+        if not isinstance(info, dict):
+            raise CheckpointError(f"{weights} was not written by `s2s train` (no {CKPT_KEY!r} entry)")
+        try:
+            cfg = config_from_dict(info["config"])
+        except (ConfigError, KeyError) as e:
+            raise CheckpointError(f"{weights}: its stored config is invalid ({e})") from None
+    if info.get("task", cfg.task) != cfg.task:
+        raise CheckpointError(
+            f"{weights} holds a {info['task']} model but {run.config} says task: {cfg.task}; "
+            "use the run's config"
+        )
+    try:
+        tokenizer = Tokenizer.load(run.tokenizer)
+    except UserError as e:
+        raise CheckpointError(str(e)) from None
+    check_tokenizer(tokenizer, info, str(run.tokenizer), str(weights))
+    try:
+        model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    except ConfigError as e:
+        raise CheckpointError(f"{run.config}: {e}") from None
+    state = _read_safetensors(weights) if ckpt is None else model_state_from_checkpoint(ckpt, str(weights))
+    check_state_dict(model, state, str(weights), str(run.config))
+    model.load_state_dict(state, strict=False)  # tied names absent from safetensors load via their alias
+    return model.to(device).eval(), cfg, tokenizer
+
+
+def _load_run_config(run: RunDir) -> Config:
+    if not run.config.is_file():
+        raise CheckpointError(
+            f"{run.config} is missing; {run.root} is not a run directory written by `s2s train`"
+        )
+    try:
+        return load_config(run.config)
+    except ConfigError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def save_checkpoint_info(cfg: Config, tokenizer: Tokenizer) -> dict[str, Any]:
+    """What a Lightning checkpoint carries about its run, to check a resume or a load against."""
+    return {
+        "format": FORMAT_VERSION,
+        "task": cfg.task,
+        "config": cfg.to_dict(),
+        "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "src_vocab": tokenizer.src_vocab_size,
+        "tgt_vocab": tokenizer.tgt_vocab_size,
+    }

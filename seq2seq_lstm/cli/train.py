@@ -1,0 +1,100 @@
+"""``s2s train``: train a model from a YAML config (a thin layer over :func:`seq2seq_lstm.train.train`)."""
+
+from __future__ import annotations
+
+import click
+
+# command-line device options -> training.* keys they override
+DEVICE_OPTIONS = {
+    "accelerator": "accelerator",
+    "devices": "devices",
+    "num_nodes": "num_nodes",
+    "strategy": "strategy",
+    "precision": "precision",
+    "max_steps": "max_steps",
+    "out_dir": "out_dir",
+}
+
+
+@click.command("train")
+@click.option(
+    "--config",
+    "-c",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="YAML config (configs/quickstart.yaml, ...); with --resume it defaults to OUT_DIR/config.yaml.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set model.hidden_size=256 (repeatable).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue from OUT_DIR/checkpoints/last.ckpt exactly where it stopped."
+)
+@click.option(
+    "--overwrite", is_flag=True, help="Start over in an OUT_DIR that already holds a run (deletes it)."
+)
+@click.option("--accelerator", help="Lightning accelerator: cpu, gpu or auto (training.accelerator).")
+@click.option("--devices", help="Devices per node: 1, 4, auto or a list like 0,1 (training.devices).")
+@click.option("--num-nodes", type=click.IntRange(1), help="Number of nodes (training.num_nodes).")
+@click.option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ... (training.strategy).")
+@click.option("--precision", help="32-true, bf16-mixed (CPU and GPU) or 16-mixed (GPU) (training.precision).")
+@click.option("--max-steps", type=int, help="Stop after this many optimizer steps (training.max_steps).")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False),
+    help="Run directory for config, tokenizer, checkpoints and logs (training.out_dir).",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")
+def train(config_path, overrides, resume, overwrite, verbose, **device_options) -> None:
+    """Train a translation model or language model as the config says.
+
+    The run directory (training.out_dir) receives the resolved config, the tokenizer model(s),
+    checkpoints/best.ckpt and last.ckpt, CSV logs, and the best weights as model.safetensors.
+    """  # fmt: skip
+    import logging
+    from pathlib import Path
+
+    from ..checkpoint import RunDir
+    from ..config import load_config
+    from ..errors import UserError
+    from ..train import train as run_training
+
+    # our own logger only: Lightning's loggers already have a handler of their own
+    log = logging.getLogger("seq2seq_lstm")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other; pass one of them")
+    if config_path is None:
+        out_dir = device_options.get("out_dir")
+        if not (resume and out_dir):
+            raise UserError("pass --config FILE (or --resume with --out-dir to reuse the run's own config)")
+        config_path = str(RunDir(out_dir).config)
+        if not Path(config_path).is_file():
+            raise UserError(f"{config_path} does not exist; pass --config FILE")
+    sets = list(overrides)
+    for option, key in DEVICE_OPTIONS.items():
+        value = device_options.get(option)
+        if value is not None:
+            sets.append(f"training.{key}={value}")
+    cfg = load_config(config_path, sets)
+    summary = run_training(cfg, resume=resume, overwrite=overwrite)
+    if not summary.is_global_zero:
+        return
+    lines = [f"trained {summary.steps} steps in {summary.seconds / 60:.1f} min"]
+    if summary.best_val_bleu is not None:
+        lines.append(
+            f"best validation BLEU {summary.best_val_bleu:.2f}, chrF {summary.best_val_chrf:.2f} "
+            f"(step {summary.best_step})"
+        )
+    elif summary.best_val_ppl is not None:
+        lines.append(f"best validation perplexity {summary.best_val_ppl:.2f} (step {summary.best_step})")
+    lines.append(f"model: {summary.weights} (run directory {summary.out_dir})")
+    click.echo("\n".join(lines))

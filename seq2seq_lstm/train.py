@@ -1,0 +1,359 @@
+"""``train(cfg)``: everything `s2s train` does, as a library function.
+
+Seeds, tokenizer (trained on the training split into ``out_dir/tokenizer``, or reused on resume),
+DataModule, model, system, callbacks, logger and Trainer; then ``fit``, a final ``last.ckpt`` for
+``--resume``, and the best weights exported as ``model.safetensors`` + ``model.json``.
+
+    summary = train(load_config("configs/tiny.yaml"))
+    summary.best_val_bleu, summary.weights
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+from .checkpoint import (
+    CKPT_KEY,
+    RunDir,
+    check_state_dict,
+    check_tokenizer,
+    export_weights,
+    load_checkpoint_file,
+    model_state_from_checkpoint,
+)
+from .config import Config, load_config, save_config
+from .errors import CheckpointError, ConfigError, UserError
+
+logger = logging.getLogger(__name__)
+
+# sections that must be the same to resume: they decide the tokenizer and the parameters' shapes
+RESUME_FIXED = ("task", "tokenizer", "model")
+RANK_ZERO_WAIT_S = 3600.0  # how long other ranks wait for rank 0 to write the tokenizer (torchrun, SLURM)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What a training run left behind."""
+
+    out_dir: Path
+    steps: int  # optimizer steps done (all runs of this directory)
+    best_step: int | None  # step of the exported weights
+    best_val_bleu: float | None  # translation; None without a validation set
+    best_val_chrf: float | None
+    best_val_ppl: float | None
+    weights: Path | None  # model.safetensors (written by rank 0 only)
+    is_global_zero: bool  # only rank 0 reports; the CLI prints nothing on the others
+    seconds: float
+
+
+def train(
+    cfg: Config,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+    trainer_kwargs: dict[str, Any] | None = None,
+) -> TrainSummary:
+    """Train ``cfg`` into ``cfg.training.out_dir``; ``resume`` continues from its ``checkpoints/last.ckpt``.
+
+    ``callbacks`` and ``trainer_kwargs`` are added to Lightning's Trainer (for tools and tests).
+    """
+    from .data import LMDataModule, TranslationDataModule
+    from .model import build_model, model_summary
+    from .system import SYSTEMS
+
+    start = time.perf_counter()
+    t = cfg.training
+    run = RunDir(t.out_dir)
+    check_accelerator(t.accelerator)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    rank = _global_rank()
+
+    ckpt_path: Path | None = None
+    if resume:
+        ckpt_path = run.last_ckpt
+        _check_resume(cfg, run)
+    elif run.last_ckpt.exists() and not overwrite:
+        raise UserError(
+            f"{run.root} already holds a training run ({run.last_ckpt}); pass --resume to continue it, "
+            "--overwrite to start over, or another --out-dir"
+        )
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    tokenizer = _prepare_run(cfg, run, resume, overwrite, rank)
+
+    datamodules = {"translation": TranslationDataModule, "lm": LMDataModule}
+    datamodule = datamodules[cfg.task](cfg, tokenizer)
+    model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    if ckpt_path is not None:
+        _check_resume_checkpoint(ckpt_path, model, tokenizer, run)
+    logger.info("model: %s", model_summary(model))
+    system = SYSTEMS[cfg.task](cfg, model, tokenizer)
+
+    trainer = L.Trainer(**_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {}))
+    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+
+    summary_info = _export_best(trainer, system, run) if trainer.is_global_zero else {}
+    return TrainSummary(
+        out_dir=run.root,
+        steps=trainer.global_step,
+        best_step=summary_info.get("step"),
+        best_val_bleu=summary_info.get("val_bleu"),
+        best_val_chrf=summary_info.get("val_chrf"),
+        best_val_ppl=summary_info.get("val_ppl"),
+        weights=run.weights if trainer.is_global_zero else None,
+        is_global_zero=trainer.is_global_zero,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+
+
+def check_accelerator(accelerator: str) -> None:
+    """A GPU request on a machine without CUDA is a user error, not a Lightning traceback."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"training.accelerator={accelerator} but no CUDA device is available; use --accelerator cpu"
+        )
+
+
+def _first_difference(a: Any, b: Any, where: str) -> tuple[str, Any, Any] | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            diff = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+            if diff:
+                return diff
+        return None
+    return None if a == b else (where, a, b)
+
+
+def _check_resume(cfg: Config, run: RunDir) -> None:
+    if not run.last_ckpt.is_file():
+        raise CheckpointError(f"cannot resume: {run.last_ckpt} does not exist; train without --resume first")
+    if not run.config.is_file():
+        raise CheckpointError(f"cannot resume: {run.config} is missing; it is written by `s2s train`")
+    try:
+        saved = load_config(run.config)
+    except ConfigError as e:
+        raise CheckpointError(f"cannot resume: {e}") from None
+    new, old = cfg.to_dict(), saved.to_dict()
+    for section in RESUME_FIXED:
+        diff = _first_difference(new[section], old[section], section)
+        if diff:
+            key, now, before = diff
+            raise CheckpointError(
+                f"cannot resume {run.root}: {key} is {now!r} now but was {before!r} in {run.config}; "
+                "resume with the same tokenizer and model settings, or train into another --out-dir"
+            )
+
+
+def _check_resume_checkpoint(path: Path, model: Any, tokenizer: Any, run: RunDir) -> None:
+    """Refuse an unsafe, corrupt or mismatching last.ckpt before Lightning touches it."""
+    ckpt = load_checkpoint_file(path)
+    info = ckpt.get(CKPT_KEY)
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{path} was not written by `s2s train` (no {CKPT_KEY!r} entry); cannot resume")
+    check_tokenizer(tokenizer, info, str(run.tokenizer), str(path))
+    check_state_dict(model, model_state_from_checkpoint(ckpt, str(path)), str(path), str(run.config))
+
+
+# --------------------------------------------------------------------------------------------------
+# Run directory
+
+
+def _global_rank() -> int:
+    # set by Lightning's launcher for its child processes, by torchrun and by SLURM
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: int) -> Any:
+    """Rank 0 writes the config and trains the tokenizer; other ranks wait until both are there."""
+    from .tokenizer import Tokenizer
+
+    if resume:
+        return Tokenizer.load(run.tokenizer)
+    if rank != 0:
+        _wait_for(run, cfg)
+        return Tokenizer.load(run.tokenizer)
+    if overwrite:
+        for path in (run.checkpoints, run.tokenizer):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (run.config, run.weights, run.meta):
+            path.unlink(missing_ok=True)
+    run.root.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(cfg, run.tokenizer)
+    save_config(cfg, run.config)  # last: other ranks take its presence as "the run directory is ready"
+    return tokenizer
+
+
+def _wait_for(run: RunDir, cfg: Config) -> None:
+    deadline = time.monotonic() + RANK_ZERO_WAIT_S
+    while time.monotonic() < deadline:
+        if run.config.is_file() and run.tokenizer.is_dir():
+            try:
+                if load_config(run.config) == cfg:
+                    return
+            except ConfigError:
+                pass  # being written
+        time.sleep(1.0)
+    raise UserError(f"rank 0 did not write {run.config} within {RANK_ZERO_WAIT_S:.0f} s; is out_dir shared?")
+
+
+def train_tokenizer(cfg: Config, out_dir: Path) -> Any:
+    """SentencePiece model(s) trained on the training split (source+target, or the LM text)."""
+    from .data import load_monolingual, load_parallel
+    from .tokenizer import Tokenizer
+
+    d = cfg.data
+    if not d.train:
+        raise ConfigError("data.train is not set; set it to the training corpus")
+    if cfg.task == "lm":
+        ds = load_monolingual(d.train, d.tgt_lang, d.format, d.encoding_errors)
+        return Tokenizer.train(ds["text"], None, cfg.tokenizer, out_dir)
+    ds = load_parallel(d.train, d.src_lang, d.tgt_lang, d.format, d.encoding_errors)
+    return Tokenizer.train(ds["src"], ds["tgt"], cfg.tokenizer, out_dir)
+
+
+# --------------------------------------------------------------------------------------------------
+# Trainer
+
+
+def _devices(value: str) -> int | str | list[int]:
+    value = value.strip()
+    if value.lstrip("-").isdigit():
+        return int(value)
+    if "," in value:
+        return [int(x) for x in value.split(",") if x.strip()]
+    return value
+
+
+def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) -> dict[str, Any]:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    t = cfg.training
+    validate = bool(cfg.data.valid)
+    if t.schedule == "plateau" and not validate:
+        raise ConfigError("training.schedule=plateau needs a validation set; set data.valid")
+    if t.patience and not validate:
+        raise ConfigError("training.patience needs a validation set; set data.valid or training.patience=0")
+    checkpoint = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor=system.monitor if validate else None,
+        mode=system.monitor_mode,
+        save_last=True,
+        save_top_k=1 if validate else 0,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+        every_n_train_steps=None if validate else (t.val_every_steps or None),
+    )
+    callbacks: list[Any] = [checkpoint, FinalCheckpoint(run.last_ckpt), *extra]
+    if t.patience:
+        callbacks.append(EarlyStopping(monitor=system.monitor, mode=system.monitor_mode, patience=t.patience))
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    if t.logger == "csv":
+        log: Any = CSVLogger(run.root, name="logs")
+    elif t.logger == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "training.logger=tensorboard needs `pip install tensorboard`; or use csv"
+            ) from None
+        log = TensorBoardLogger(run.root, name="logs")
+    else:
+        log = False
+    every = t.val_every_steps * t.accumulate  # Lightning counts batches, our config counts optimizer steps
+    return {
+        "accelerator": t.accelerator,
+        "devices": _devices(t.devices),
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": t.precision,
+        "max_steps": t.max_steps,
+        "max_epochs": t.max_epochs,
+        "max_time": {"minutes": t.max_time} if t.max_time else None,
+        "val_check_interval": every if (validate and every) else None,
+        "check_val_every_n_epoch": None if (validate and every) else 1,
+        "limit_val_batches": None if validate else 0,
+        "accumulate_grad_batches": t.accumulate,
+        "gradient_clip_val": t.clip_norm or None,
+        "gradient_clip_algorithm": "norm",
+        "log_every_n_steps": t.log_every_steps,
+        "callbacks": callbacks,
+        "logger": log,
+        "enable_progress_bar": t.progress_bar,
+        "enable_model_summary": False,
+        "use_distributed_sampler": False,  # TokenBatchSampler shards by rank itself
+        "num_sanity_val_steps": 0,
+        "default_root_dir": run.root,
+    }
+
+
+class FinalCheckpoint(Checkpoint):
+    """Writes last.ckpt after the final training step, so --resume continues from the very end.
+
+    It saves inside the loop (like ModelCheckpoint's step checkpoints) rather than after ``fit``: by
+    then Lightning has closed the epoch, and a resume would skip the rest of it. Being a ``Checkpoint``
+    it runs after the Timer that sets ``should_stop`` at ``max_time``; a validation due at the same
+    step saves last.ckpt again afterwards, with the later state.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        if (
+            trainer.should_stop
+            or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+            or (last_epoch and batch_idx + 1 >= trainer.num_training_batches)
+        ):
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Export
+
+
+def _export_best(trainer: Any, system: Any, run: RunDir) -> dict[str, Any]:
+    """Best checkpoint (or the last, without validation) -> model.safetensors + model.json."""
+    cb = trainer.checkpoint_callback
+    best = Path(cb.best_model_path) if cb is not None and cb.best_model_path else run.last_ckpt
+    if not best.is_file():
+        best = run.last_ckpt
+    ckpt = load_checkpoint_file(best)
+    system.model.load_state_dict(model_state_from_checkpoint(ckpt, str(best)))
+    info = ckpt.get(CKPT_KEY, {})
+    val = info.get("val", {})
+    meta = {
+        "task": info.get("task"),
+        "src_vocab": info.get("src_vocab"),
+        "tgt_vocab": info.get("tgt_vocab"),
+        "tokenizer_sha256": info.get("tokenizer_sha256"),
+        "step": int(ckpt.get("global_step", 0)),
+        "checkpoint": best.name,
+        **{k: round(float(v), 4) for k, v in val.items()},
+    }
+    export_weights(system.model, run, meta)
+    logger.info("exported %s (step %d) to %s", best.name, meta["step"], run.weights)
+    return meta

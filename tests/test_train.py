@@ -1,0 +1,237 @@
+"""End-to-end training: a toy task learned, exact resume, DDP parity, divergence stops, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from click.testing import CliRunner
+
+from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file, load_for_inference
+from seq2seq_lstm.cli import main
+from seq2seq_lstm.config import load_config
+from seq2seq_lstm.errors import UserError
+from seq2seq_lstm.search import greedy_search
+from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID
+from seq2seq_lstm.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny.yaml"
+SYMBOLS = "abcdefgh"
+
+
+def tiny_config(out_dir: Path, *sets: str):
+    # the fixture paths in tiny.yaml are relative to the repository root
+    data = [f"data.{s}={ROOT / 'tests/fixtures/tiny' / s}" for s in ("train", "valid", "test")]
+    return load_config(TINY, [*data, f"training.out_dir={out_dir}", "training.num_threads=1", *sets])
+
+
+def write_reverse_task(
+    root: Path, n_train: int, n_test: int, lengths: tuple[int, int], seed: int = 0
+) -> Path:
+    """Source: letters separated by spaces; target: the same letters reversed. Files PREFIX.src/.tgt."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    splits = {"train": n_train, "valid": n_test, "test": n_test}
+    for split, n in splits.items():
+        src, tgt = [], []
+        while len(src) < n:
+            words = [rng.choice(SYMBOLS) for _ in range(rng.randint(*lengths))]
+            line = " ".join(words)
+            if line in seen:
+                continue  # held-out sentences are never seen in training
+            seen.add(line)
+            src.append(line)
+            tgt.append(" ".join(reversed(words)))
+        (root / f"{split}.src").write_text("\n".join(src) + "\n")
+        (root / f"{split}.tgt").write_text("\n".join(tgt) + "\n")
+    return root
+
+
+def reverse_config(data: Path, out_dir: Path, *sets: str):
+    base = [*_reverse_sets(data), "data.max_valid_sentences=50", f"training.out_dir={out_dir}",
+            "training.log_every_steps=1"]  # fmt: skip
+    return load_config(TINY, [*base, *sets])
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    rows = []
+    for version in sorted((run / "logs").glob("version_*"), key=lambda p: int(p.name.split("_")[1])):
+        with open(version / "metrics.csv") as f:
+            rows.extend(csv.DictReader(f))
+    return rows
+
+
+def train_losses(run: Path) -> dict[int, float]:
+    return {int(r["step"]): float(r["train_loss"]) for r in read_metrics(run) if r.get("train_loss")}
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reverse_task_is_learned_to_95_percent_exact_match(tmp_path):
+    data = write_reverse_task(tmp_path, n_train=2000, n_test=100, lengths=(3, 7))
+    cfg = reverse_config(
+        data, tmp_path / "run", "model.emb_dim=32", "model.hidden_size=64", "model.bidirectional=true",
+        "data.batch_tokens=400", "training.lr=0.01", "training.max_steps=1200",
+        "training.val_every_steps=600",
+    )  # fmt: skip
+    summary = train(cfg)
+    assert summary.steps == 1200
+    model, cfg2, tok = load_for_inference(summary.out_dir)
+    src_text = (data / "test.src").read_text().splitlines()
+    ref_text = (data / "test.tgt").read_text().splitlines()
+    ids = [torch.tensor(x) for x in tok.encode_src(src_text)]
+    src = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
+    lens = torch.tensor([len(x) for x in ids])
+    with torch.no_grad():
+        hyps = greedy_search(model, model.start(src, lens), len(ids), BOS_ID, EOS_ID, 2 * lens + 2)
+    out = tok.decode_tgt([h[0].tokens for h in hyps])
+    exact = sum(o == r for o, r in zip(out, ref_text, strict=True)) / len(ref_text)
+    assert exact >= 0.95, list(zip(out, ref_text, strict=True))[:5]
+    assert summary.best_val_bleu is not None and summary.best_val_bleu > 90
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    # dropout on: the RNG must be restored too; 4 steps end mid-epoch (3 batches per epoch): sampler position
+    sets = ("training.log_every_steps=1", "training.val_every_steps=3", "model.dropout=0.2")
+    full = train(tiny_config(tmp_path / "full", "training.max_steps=8", *sets))
+    train(tiny_config(tmp_path / "half", "training.max_steps=4", *sets))
+    resumed = train(tiny_config(tmp_path / "half", "training.max_steps=8", *sets), resume=True)
+    assert full.steps == resumed.steps == 8
+    a, b = train_losses(full.out_dir), train_losses(resumed.out_dir)
+    assert sorted(a) == sorted(b) == list(range(8))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-5), step
+    wa = load_checkpoint_file(RunDir(full.out_dir).last_ckpt)["state_dict"]
+    wb = load_checkpoint_file(RunDir(resumed.out_dir).last_ckpt)["state_dict"]
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path):
+    train(tiny_config(tmp_path / "run", "training.max_steps=2"))
+    with pytest.raises(UserError, match=r"cannot resume .*: model\.hidden_size is 48 now but was 32 in "):
+        train(tiny_config(tmp_path / "run", "training.max_steps=4", "model.hidden_size=48"), resume=True)
+
+
+def test_training_again_into_a_used_directory_needs_resume_or_overwrite(tmp_path):
+    train(tiny_config(tmp_path / "run", "training.max_steps=1"))
+    with pytest.raises(UserError, match="already holds a training run"):
+        train(tiny_config(tmp_path / "run", "training.max_steps=1"))
+    assert train(tiny_config(tmp_path / "run", "training.max_steps=1"), overwrite=True).steps == 1
+
+
+class PoisonAt(L.Callback):
+    """Makes the next training step's loss NaN at a given step, as an exploding model would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.model.decoder.generator.bias.fill_(float("nan"))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = tiny_config(tmp_path / "run", "training.max_steps=20", "training.val_every_steps=4")
+    last = RunDir(tmp_path / "run").last_ckpt
+    with pytest.raises(UserError) as e:
+        train(cfg, callbacks=[PoisonAt(6)])
+    assert str(e.value) == (
+        f"loss became nan at step 7; the last good checkpoint is {last}; lower training.lr or check the data"
+    )
+    ckpt = load_checkpoint_file(last)
+    assert ckpt["global_step"] == 4  # saved by the validation at step 4, not overwritten since
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
+def test_cli_train_prints_bleu_and_where_the_model_is(tmp_path):
+    data = [f"--set=data.{s}={ROOT / 'tests/fixtures/tiny' / s}" for s in ("train", "valid", "test")]
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(TINY), *data, "--max-steps", "3", "--out-dir", str(out),
+               "--accelerator", "cpu", "--precision", "bf16-mixed", "--set", "training.val_every_steps=3"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "best validation BLEU " in result.output and ", chrF " in result.output
+    assert f"model: {out / 'model.safetensors'}" in result.output
+    assert {"config.yaml", "tokenizer", "checkpoints", "logs", "model.safetensors", "model.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert load_config(out / "config.yaml").training.precision == "bf16-mixed"
+
+
+def test_cli_gpu_without_cuda_is_one_clear_line(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = CliRunner().invoke(main, ["train", "--config", str(TINY), "--accelerator", "gpu",
+                                       "--out-dir", str(tmp_path / "run")])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: training.accelerator=gpu but no CUDA device is available; use --accelerator cpu\n"
+    )
+
+
+def test_cli_nan_loss_is_one_line_and_exit_1(tmp_path):
+    # an infinite learning rate turns the weights into inf and NaN after the first step
+    data = [f"--set=data.{s}={ROOT / 'tests/fixtures/tiny' / s}" for s in ("train", "valid", "test")]
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(TINY), *data, "--out-dir", str(tmp_path / "run"),
+               "--set", "training.lr=.inf", "--set", "training.clip_norm=0"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and " became " in last and " at step " in last, last
+    assert last.endswith("; lower training.lr or check the data")
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_accumulation_on_one(tmp_path):
+    """DDP averages the gradients of W per-rank batches, each normalized by its own tokens: that is
+    exactly gradient accumulation over the same W batches on one process (Lightning divides by W).
+    The sampler gives rank r the batches r, r+W, ... of the same epoch order, so ``devices=2`` and
+    ``accumulate=2`` see the same batch pairs. The epoch holds an even number of batches (8 sentences
+    of one length each, at most 8 per batch) so that no partial accumulation happens at epoch ends."""
+    data = write_reverse_task(tmp_path, n_train=64, n_test=16, lengths=(5, 5))
+    common = ["--set=data.max_sentences=8", "--set=data.batch_tokens=500", "--set=training.log_every_steps=1",
+              "--set=training.val_every_steps=6", "--set=training.max_steps=6",
+              "--accelerator=cpu"]  # fmt: skip
+    base = [f"--set={s}" for s in _reverse_sets(data)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    runs = {
+        "ddp": ["--devices=2", "--strategy=ddp"],
+        "single": ["--devices=1", "--set=training.accumulate=2"],
+    }
+    for name, extra in runs.items():
+        cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(TINY), *base, *common, *extra,
+               "--out-dir", str(tmp_path / name)]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    val = {n: [float(r["val_loss"]) for r in read_metrics(tmp_path / n) if r.get("val_loss")] for n in runs}
+    assert len(val["ddp"]) == len(val["single"]) == 1
+    assert val["ddp"][0] == pytest.approx(val["single"][0], abs=1e-4)
+    wd = load_checkpoint_file(RunDir(tmp_path / "ddp").last_ckpt)["state_dict"]
+    ws = load_checkpoint_file(RunDir(tmp_path / "single").last_ckpt)["state_dict"]
+    assert load_checkpoint_file(RunDir(tmp_path / "ddp").last_ckpt)["global_step"] == 6
+    for name in ws:
+        torch.testing.assert_close(wd[name], ws[name], atol=1e-4, rtol=1e-4)
+
+
+def _reverse_sets(data: Path) -> list[str]:
+    return [
+        f"data.train={data / 'train'}", f"data.valid={data / 'valid'}", f"data.test={data / 'test'}",
+        "data.src_lang=src", "data.tgt_lang=tgt", "tokenizer.vocab_size=20", "tokenizer.byte_fallback=false",
+        "training.num_threads=1", "training.progress_bar=false", "training.max_epochs=-1",
+        "training.label_smoothing=0.0", "generation.beam_size=1",
+    ]  # fmt: skip
