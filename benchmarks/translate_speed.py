@@ -1,0 +1,156 @@
+"""Decoding speed of `s2s translate`: sentences/s and target pieces/s, beam 5 and greedy, batch 32 and 1.
+
+    python benchmarks/translate_speed.py runs/ding-en-de                       # a trained run directory
+    python benchmarks/translate_speed.py --random-reference /tmp/ref            # no trained model yet
+    python benchmarks/translate_speed.py runs/ding-en-de --onmt-json onmt.json  # ratios to OpenNMT-py
+
+Decodes the Ding test source (data/ding-en-de/test.en) through the public ``Translator`` API (the
+time covers tokenization, batching, search and detokenization, not loading), in the four modes
+OpenNMT-py's baseline uses (``/work/shared/bench/opennmt_baseline.sh``: beam5_bs32, beam5_bs1,
+greedy_bs32, greedy_bs1; batches of N sentences), and reports sentences/s, target pieces/s (EOS
+included), mean output length (an undertrained model runs to the maximum length, which distorts
+sentences/s), BLEU when the reference exists, and peak RSS (the process's peak so far: modes run in
+order). It also checks that batch 1 and batch 32 give identical translations. Batch-1 modes decode
+the first ``--bs1-limit`` sentences (slow); batch 32 is compared on the same sentences.
+
+``--random-reference DIR`` builds the reference-size model (embeddings 256, 2+2 LSTM layers of 512,
+Luong general attention with input feeding, joint 8,000-piece SentencePiece model trained on the Ding
+training source and target) with random weights into DIR (once) and benchmarks that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {  # OpenNMT-py baseline's names -> (beam size, sentences per batch)
+    "beam5_bs32": (5, 32),
+    "beam5_bs1": (5, 1),
+    "greedy_bs32": (1, 32),
+    "greedy_bs1": (1, 1),
+}
+
+
+def build_random_reference(out: Path) -> Path:
+    """The reference config's model with random weights, as a run directory (reused when present)."""
+    from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
+    from seq2seq_lstm.config import load_config, save_config
+    from seq2seq_lstm.model import Seq2Seq
+    from seq2seq_lstm.tokenizer import Tokenizer
+
+    run = RunDir(out)
+    if run.weights.is_file():
+        return out
+    data = ROOT / "data/ding-en-de"
+    cfg = load_config(ROOT / "configs/ding_en_de.yaml", [f"training.out_dir={out}", "model.dropout=0.0"])
+    src = (data / "train.en").read_text(encoding="utf-8").splitlines()
+    tgt = (data / "train.de").read_text(encoding="utf-8").splitlines()
+    tokenizer = Tokenizer.train(src, tgt, cfg.tokenizer, out_dir=run.tokenizer)
+    save_config(cfg, run.config)
+    torch.manual_seed(cfg.training.seed)
+    model = Seq2Seq(cfg.model, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    export_weights(model, run, save_checkpoint_info(cfg, tokenizer))
+    return out
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def run_mode(checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: str) -> tuple[dict, list[str]]:
+    from seq2seq_lstm.translate import Translator
+
+    translator = Translator.from_checkpoint(
+        checkpoint, beam_size=beam, n_best=1, batch_sentences=batch, batch_tokens=1_000_000, dtype=dtype
+    )
+    translator.translate(lines[:2])  # warm-up: first-call allocations and kernel choices
+    start = time.perf_counter()
+    results = translator.translate_full(lines, attention=False)
+    seconds = time.perf_counter() - start
+    pieces = sum(len(r[0].tokens) + r[0].chunks for r in results)  # EOS included
+    texts = [r[0].text for r in results]
+    return {
+        "sentences": len(lines),
+        "seconds": round(seconds, 2),
+        "sent_per_s": round(len(lines) / seconds, 1),
+        "tgt_tok_per_s": round(pieces / seconds, 1),
+        "mean_out_len": round(sum(len(r[0].tokens) for r in results) / len(lines), 1),
+        "peak_rss_mib": round(peak_rss_mib()),
+    }, texts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint", nargs="?", type=Path, help="run directory written by `s2s train`")
+    p.add_argument("--random-reference", type=Path, help="build/use a random-weight reference model in DIR")
+    p.add_argument("--source", type=Path, default=ROOT / "data/ding-en-de/test.en")
+    p.add_argument("--reference", type=Path, default=ROOT / "data/ding-en-de/test.de")
+    p.add_argument("--limit", type=int, default=0, help="decode only the first N sentences (0 = all)")
+    p.add_argument("--bs1-limit", type=int, default=200, help="sentences decoded in the batch-1 modes")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weight type")
+    p.add_argument("--onmt-json", type=Path, help="OpenNMT-py baseline's JSON line, for ratios")
+    args = p.parse_args()
+    if (args.checkpoint is None) == (args.random_reference is None):
+        p.error("pass a checkpoint directory or --random-reference DIR")
+    torch.set_num_threads(args.threads)
+    checkpoint = args.checkpoint or build_random_reference(args.random_reference)
+    lines = args.source.read_text(encoding="utf-8").splitlines()
+    if args.limit:
+        lines = lines[: args.limit]
+    refs = None
+    if args.reference.is_file():
+        refs = args.reference.read_text(encoding="utf-8").splitlines()[: len(lines)]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        p.error(f"unknown mode {unknown[0]}; choose from {', '.join(MODES)}")
+
+    results: dict[str, dict] = {}
+    texts: dict[str, list[str]] = {}
+    for mode in modes:
+        beam, batch = MODES[mode]
+        subset = lines[: args.bs1_limit] if batch == 1 and args.bs1_limit else lines
+        results[mode], texts[mode] = run_mode(checkpoint, subset, beam, batch, args.dtype)
+        if refs is not None and len(subset) == len(lines):
+            import sacrebleu
+
+            results[mode]["bleu"] = round(sacrebleu.corpus_bleu(texts[mode], [refs]).score, 2)
+        print(f"{mode}: {results[mode]}", file=sys.stderr, flush=True)
+    # the same sentences must get the same translations in batches of 32 and alone
+    identical = {}
+    for search in ("beam5", "greedy"):
+        big, one = texts.get(f"{search}_bs32"), texts.get(f"{search}_bs1")
+        if big is not None and one is not None:
+            differ = sum(a != b for a, b in zip(big, one, strict=False))
+            identical[search] = {"compared": len(one), "differ": differ}
+
+    onmt = json.loads(args.onmt_json.read_text()) if args.onmt_json else {}
+    header = f"{'mode':<12} {'sent/s':>8} {'tok/s':>9} {'mean len':>9} {'BLEU':>6} {'RSS MiB':>8}"
+    header += f" {'ONMT sent/s':>12} {'ratio':>6}" if onmt else ""
+    print(header)
+    for mode, r in results.items():
+        row = f"{mode:<12} {r['sent_per_s']:>8.1f} {r['tgt_tok_per_s']:>9.1f} {r['mean_out_len']:>9.1f} "
+        row += f"{r.get('bleu', float('nan')):>6.2f} {r['peak_rss_mib']:>8}"
+        if onmt and mode in onmt:
+            theirs = onmt[mode]["sent_per_s"]
+            r["onmt_sent_per_s"], r["ratio"] = theirs, round(r["sent_per_s"] / theirs, 2)
+            row += f" {theirs:>12.1f} {r['ratio']:>6.2f}"
+        print(row)
+    for search, d in identical.items():
+        verdict = "identical" if d["differ"] == 0 else f"{d['differ']} differ"
+        print(f"{search}: batch 1 vs batch 32 on {d['compared']} sentences: {verdict}")
+    print(json.dumps({"checkpoint": str(checkpoint), "threads": args.threads, "dtype": args.dtype,
+                      "modes": results, "batch1_vs_batch32": identical}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Translating text with trained models: the ``Translator`` behind `s2s translate` and `s2s evaluate`.
+
+    translator = Translator.from_checkpoint("runs/ding-en-de", beam_size=5)   # or a list: an ensemble
+    translator.translate(["All life depends ultimately on oxygen."])           # ["..."]
+    best = translator.translate_full(lines)[i][0]                              # Translation of line i
+
+What happens to a list of lines
+- Each line is cut into source pieces. An empty line (or one with no pieces) gives an empty
+  translation without touching the model. A line longer than ``generation.max_input_len`` pieces is
+  split into chunks of at most that many pieces, at the last sentence end (``. ! ?``) inside the limit,
+  else at the last clause mark (``, ; :``), else before the last word start, else hard; the chunks are
+  translated independently and their translations joined with a space, so a 10,000-piece input
+  costs about as much memory as ``max_input_len`` pieces do.
+- Chunks are sorted by length (longest first) and grouped into batches of at most
+  ``generation.batch_tokens`` source pieces, padding included (and ``batch_sentences`` sentences when
+  set); the results come back in the input order. A sentence gets the same translation whatever batch
+  it lands in: the encoder packs its sequences and the searches keep every sentence's beams apart.
+- The search: beam search (``beam_size`` > 1), greedy search (``beam_size`` 1) or sampling (``sampling``
+  given; ``n_best`` samples per sentence), with ``max_len = floor(max_len_a * source pieces +
+  max_len_b)`` per chunk and every other option of ``generation`` (see :mod:`seq2seq_lstm.search`).
+- A forced target prefix (interactive translation: continue what a translator typed) applies to the
+  first chunk of its line; the returned text starts with it.
+
+Scores are the search's: ``sum(token_log_probs) / lp(|Y|)`` with EOS counted in ``|Y|``. A chunked line
+scores the sum of its chunks' scores, and its ``token_log_probs`` hold one EOS log-prob per chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import GenerationConfig
+from .errors import CheckpointError, UserError
+from .search import EnsembleDecoder, Hypothesis, beam_search, greedy_search, max_lengths, sample
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY, Tokenizer
+
+logger = logging.getLogger(__name__)
+
+# weight types for decoding: bfloat16 halves the memory traffic of every step (about 2x faster on CPUs with
+# AVX512-BF16 or AMX) at the cost of scores that differ in the third digit; float32 is exact
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+SENTENCE_ENDS = frozenset(".!?…。！？")  # a chunk preferably ends after a piece ending with one of these
+CLAUSE_ENDS = frozenset(",;:，；：")  # second choice
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Ancestral sampling instead of search: softmax(log p / temperature), cut to top-k and top-p."""
+
+    temperature: float = 1.0  # > 0; below 1 sharpens, above 1 flattens
+    top_k: int = 0  # sample among the k most probable pieces (0 = all)
+    top_p: float = 1.0  # nucleus: the smallest set of pieces holding this much probability
+    seed: int | None = None  # seeds one generator per translate call: the same call gives the same samples
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise UserError(f"--temperature must be > 0; got {self.temperature}")
+        if self.top_k < 0:
+            raise UserError(f"--top-k must be >= 0; got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise UserError(f"--top-p must be in (0, 1]; got {self.top_p}")
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One hypothesis for one input line.
+
+    ``tokens``/``pieces``: target pieces without BOS/EOS; ``token_log_probs``: one per piece and one
+    per EOS (one EOS per chunk); ``score``: as the search defines it (summed over chunks);
+    ``attention``: (T, S) float32 with T = len(tokens) + 1 (EOS last) over the ``source_pieces``, or
+    None when not asked for or the line was chunked; ``alignment``: for each target piece the index of
+    the source piece it attended to most (chunk offsets included), empty when attention was not asked for.
+    """
+
+    text: str
+    score: float
+    tokens: list[int]
+    pieces: list[str]
+    token_log_probs: list[float]
+    source_pieces: list[str]
+    attention: Tensor | None = None
+    alignment: list[int] = dataclasses.field(default_factory=list)
+    chunks: int = 1
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """A chunk of one line to decode: ``line`` and ``chunk`` say where its hypotheses go."""
+
+    line: int
+    chunk: int
+    ids: list[int]
+    offset: int  # position of its first piece in the line's pieces
+    prefix: list[int]
+
+
+def split_long(ids: list[int], limit: int, piece: Callable[[int], str]) -> list[list[int]]:
+    """Cut ``ids`` into chunks of at most ``limit`` pieces, each ending at the best boundary found
+    inside the limit: a sentence end, else a clause mark, else before a word start, else anywhere."""
+    chunks, start = [], 0
+    while len(ids) - start > limit:
+        window = range(start + limit - 1, start, -1)  # candidate last pieces of the chunk, last first
+        texts = {i: piece(ids[i]) for i in window}
+        end = next((i + 1 for i in window if texts[i][-1:] in SENTENCE_ENDS), None)
+        end = end or next((i + 1 for i in window if texts[i][-1:] in CLAUSE_ENDS), None)
+        end = end or next((i for i in window if texts[i].startswith(WORD_BOUNDARY)), None)
+        end = end or start + limit
+        chunks.append(ids[start:end])
+        start = end
+    chunks.append(ids[start:])
+    return chunks
+
+
+def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Lists of ids -> src (B, S) padded with PAD_ID, src_lens (B,)."""
+    lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    src = torch.full((len(rows), int(lens.max())), PAD_ID, dtype=torch.long)
+    for i, r in enumerate(rows):
+        src[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return src.to(device), lens.to(device)
+
+
+class Translator:
+    """Translates lists of lines with one model or an ensemble (mean of the members' probabilities).
+
+    ``models``: ``Seq2Seq`` modules over ``tokenizer``'s vocabularies (put in eval mode here);
+    ``generation``: search options; ``sampling``: sample instead of searching; ``batch_sentences``:
+    a cap on sentences per batch on top of ``generation.batch_tokens`` (0 = none); ``dtype``: a key
+    of :data:`DTYPES` for the weights.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        tokenizer: Tokenizer,
+        generation: GenerationConfig,
+        *,
+        sampling: Sampling | None = None,
+        batch_sentences: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+    ) -> None:
+        if not models:
+            raise ValueError("a Translator needs at least one model")
+        if batch_sentences < 0:
+            raise UserError(f"batch_sentences must be >= 0 (0 = no cap); got {batch_sentences}")
+        if dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+        self.device = torch.device(device)
+        self.models = [m.to(self.device, DTYPES[dtype]).eval() for m in models]
+        self.decoder = self.models[0] if len(self.models) == 1 else EnsembleDecoder(self.models)
+        self.tokenizer, self.generation, self.sampling = tokenizer, generation, sampling
+        self.batch_sentences = batch_sentences
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        *,
+        sampling: Sampling | None = None,
+        batch_sentences: int = 0,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        **overrides: Any,
+    ) -> Translator:
+        """Load a run directory (or weight file) written by `s2s train`, or several for an ensemble.
+
+        ``overrides`` replace fields of the first run's ``generation`` section (``beam_size=1``, ...);
+        an ensemble's members must share the first one's tokenizer.
+        """
+        from .checkpoint import load_for_inference
+
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if not paths:
+            raise UserError("pass at least one checkpoint (a run directory written by `s2s train`)")
+        models, tokenizer, generation = [], None, None
+        for path in paths:
+            model, cfg, tok = load_for_inference(path, device=device)
+            if cfg.task != "translation":
+                raise CheckpointError(
+                    f"{path} holds a {cfg.task} model; `s2s translate` needs a translation model "
+                    "(use `s2s suggest` for language models)"
+                )
+            if tokenizer is None:
+                tokenizer, generation = tok, cfg.generation
+            elif tok.fingerprint() != tokenizer.fingerprint():
+                raise CheckpointError(
+                    f"{path} was trained with another tokenizer than {paths[0]}; the members of an ensemble "
+                    "must share one vocabulary"
+                )
+            models.append(model)
+        fields = {f.name for f in dataclasses.fields(GenerationConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise UserError(f"unknown generation option {unknown[0]}; allowed: {', '.join(sorted(fields))}")
+        if sampling is not None and "beam_size" not in overrides:
+            # sampling has no beam; n_best counts samples, so the n_best <= beam_size check must not bite
+            overrides["beam_size"] = max(generation.beam_size, overrides.get("n_best", generation.n_best))
+        generation = dataclasses.replace(generation, **overrides)  # its checks raise ConfigError
+        return cls(models, tokenizer, generation, sampling=sampling, batch_sentences=batch_sentences,
+                   device=device, dtype=dtype)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------------
+
+    def translate(self, lines: Sequence[str], prefixes: Sequence[str | None] | None = None) -> list[str]:
+        """The best translation of each line, in order (empty lines give empty strings)."""
+        return [hyps[0].text for hyps in self.translate_full(lines, prefixes, attention=False)]
+
+    def translate_full(
+        self, lines: Sequence[str], prefixes: Sequence[str | None] | None = None, attention: bool = True
+    ) -> list[list[Translation]]:
+        """The ``n_best`` hypotheses of each line, best first, as :class:`Translation` objects.
+
+        ``prefixes``: one forced target prefix per line (None or "" for none). ``attention``: keep the
+        attention weights (needed for ``attention``/``alignment``; off is a little faster).
+        """
+        lines = list(lines)
+        if prefixes is not None and len(prefixes) != len(lines):
+            raise UserError(f"prefixes needs one entry per line ({len(lines)}); got {len(prefixes)}")
+        for i, line in enumerate(lines):
+            if not isinstance(line, str):
+                raise UserError(f"line {i + 1} is a {type(line).__name__}, not a string")
+        src_ids = self.tokenizer.encode_src(lines) if lines else []
+        forced = self._encode_prefixes(prefixes, len(lines))
+        segments = self._segments(src_ids, forced)
+        results: dict[tuple[int, int], list[Hypothesis]] = {}
+        generator = None
+        if self.sampling is not None and self.sampling.seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed)
+        with torch.inference_mode():
+            for batch in self._batches(segments):
+                for seg, hyps in zip(batch, self._decode(batch, attention, generator), strict=True):
+                    results[seg.line, seg.chunk] = hyps
+        by_line: dict[int, list[_Segment]] = {}
+        for seg in segments:
+            by_line.setdefault(seg.line, []).append(seg)
+        return [self._assemble(ids, by_line.get(i, []), results) for i, ids in enumerate(src_ids)]
+
+    # ------------------------------------------------------------------------------------------------
+
+    def _encode_prefixes(self, prefixes: Sequence[str | None] | None, n: int) -> list[list[int]]:
+        if prefixes is None:
+            return [[] for _ in range(n)]
+        return self.tokenizer.encode_tgt([p or "" for p in prefixes])  # "" encodes to []
+
+    def _segments(self, src_ids: list[list[int]], forced: list[list[int]]) -> list[_Segment]:
+        """Every non-empty line as one or more chunks of at most ``max_input_len`` pieces."""
+        limit, piece = self.generation.max_input_len, self.tokenizer.src_sp.id_to_piece
+        segments = []
+        for line, ids in enumerate(src_ids):
+            if not ids:
+                continue
+            offset = 0
+            for chunk, part in enumerate(split_long(ids, limit, piece)):
+                segments.append(_Segment(line, chunk, part, offset, forced[line] if chunk == 0 else []))
+                offset += len(part)
+        return segments
+
+    def _batches(self, segments: list[_Segment]) -> Iterator[list[_Segment]]:
+        """Longest first, each batch within the token budget (max length x sentences, padding included)."""
+        budget, cap = self.generation.batch_tokens, self.batch_sentences
+        batch: list[_Segment] = []
+        for seg in sorted(segments, key=lambda s: -len(s.ids)):  # stable: ties keep input order
+            width = len(batch[0].ids) if batch else len(seg.ids)  # the first is the longest
+            if batch and (width * (len(batch) + 1) > budget or (cap and len(batch) >= cap)):
+                yield batch
+                batch = []
+            batch.append(seg)
+        if batch:
+            yield batch
+
+    def _decode(
+        self, batch: list[_Segment], attention: bool, generator: torch.Generator | None
+    ) -> list[list[Hypothesis]]:
+        """Search one batch: per segment, its hypotheses best first."""
+        g = self.generation
+        src, src_lens = _pad([s.ids for s in batch], self.device)
+        state = self.decoder.start(src, src_lens)
+        max_len = max_lengths(src_lens, g.max_len_a, g.max_len_b)
+        options = dict(min_len=g.min_len, length_penalty=g.length_penalty, alpha=g.alpha,
+                       no_repeat_ngram=g.no_repeat_ngram, ban_unk=g.ban_unk, unk=UNK_ID,
+                       return_attention=attention, device=self.device)  # fmt: skip
+        prefix = [s.prefix for s in batch]
+        B = len(batch)
+        if self.sampling is not None:
+            # n_best samples per sentence: repeat each row n times, sample once, rank each sentence's draws
+            n = g.n_best
+            rows = torch.arange(B, device=self.device).repeat_interleave(n)  # (B*n,)
+            s = self.sampling
+            draws = sample(self.decoder, state.reorder(rows), B * n, BOS_ID, EOS_ID, max_len[rows],
+                           temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, generator=generator,
+                           prefix=[prefix[i] for i in rows.tolist()], src_lens=src_lens[rows],
+                           **options)  # fmt: skip
+            return [
+                sorted((d[0] for d in draws[i * n : (i + 1) * n]), key=lambda h: -h.score) for i in range(B)
+            ]
+        if g.beam_size == 1:
+            return greedy_search(self.decoder, state, B, BOS_ID, EOS_ID, max_len, prefix=prefix,
+                                 src_lens=src_lens, **options)  # fmt: skip
+        return beam_search(self.decoder, state, B, BOS_ID, EOS_ID, max_len, beam_size=g.beam_size,
+                           n_best=g.n_best, prefix=prefix, src_lens=src_lens, **options)  # fmt: skip
+
+    def _assemble(
+        self, ids: list[int], chunks: list[_Segment], results: dict[tuple[int, int], list[Hypothesis]]
+    ) -> list[Translation]:
+        """A line's Translations from its chunks' hypotheses: the k-th joins each chunk's k-th best."""
+        if not chunks:  # an empty line
+            return [Translation("", 0.0, [], [], [], [])]
+        source_pieces = [self.tokenizer.src_sp.id_to_piece(i) for i in ids]
+        per_chunk = [results[s.line, s.chunk] for s in chunks]
+        offsets = [s.offset for s in chunks]
+        return [
+            self._translation([h[min(k, len(h) - 1)] for h in per_chunk], offsets, source_pieces)
+            for k in range(max(len(h) for h in per_chunk))
+        ]
+
+    def _translation(
+        self, hyps: list[Hypothesis], offsets: list[int], source_pieces: list[str]
+    ) -> Translation:
+        tokens = [t for h in hyps for t in h.tokens]
+        texts = [t for t in self.tokenizer.decode_tgt([h.tokens for h in hyps]) if t]
+        alignment = []
+        for h, offset in zip(hyps, offsets, strict=True):
+            if h.attention is not None:
+                alignment.extend((h.attention[: len(h.tokens)].argmax(dim=1) + offset).tolist())
+        return Translation(
+            text=" ".join(texts),
+            score=sum(h.score for h in hyps),
+            tokens=tokens,
+            pieces=[self.tokenizer.tgt_sp.id_to_piece(t) for t in tokens],
+            token_log_probs=[lp for h in hyps for lp in h.token_log_probs],
+            source_pieces=source_pieces,
+            attention=hyps[0].attention if len(hyps) == 1 else None,
+            alignment=alignment,
+            chunks=len(hyps),
+        )
