@@ -1,0 +1,131 @@
+"""Per-keystroke latency of next-word suggestion on one CPU thread, fp32 and dynamic int8.
+
+A typed transcript (sentences of a text file) is replayed one character at a time through a
+:class:`~seq2seq_lstm.suggest.SuggestSession` per sentence, as a keyboard would call it; every call's
+wall time is one sample (next-word and partial-word calls alike). Reports p50/p95/p99 in ms and the
+model's size (serialized state dict). A phone keyboard must answer within 20 ms of a keystroke; the
+target here is p95 <= 3 ms.
+
+    python benchmarks/suggest_latency.py --checkpoint runs/lm-en
+    # no trained model yet: the default LM's shapes with random weights (timing only)
+    python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
+
+int8 is ``torch.ao.quantization.quantize_dynamic`` on the decoder's output layers (``out_proj`` and
+``generator``, the H x V product that dominates a step); the recurrent cells keep fp32 weights because
+they read their parameters directly rather than through ``nn.Linear``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from seq2seq_lstm.suggest import Suggester
+
+
+class _Int8LM(nn.Module):
+    """A dynamically quantized LanguageModel: ``start`` builds the zero state itself, as the original
+    reads its device and dtype from the generator's bias, which a quantized layer no longer has."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.cfg = model.cfg
+        self.model = torch.ao.quantization.quantize_dynamic(
+            model, {"decoder.generator", "decoder.out_proj"}, dtype=torch.qint8
+        )
+
+    def start(self, batch_size: int):
+        zeros = torch.zeros(self.cfg.dec_layers, batch_size, self.cfg.hidden_size)
+        return self.model.decoder.init_state(zeros, zeros)
+
+    def step(self, tokens, state):
+        return self.model.step(tokens, state)
+
+
+def model_megabytes(model: nn.Module) -> float:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell() / 2**20
+
+
+def replay(suggester: Suggester, sentences: list[str], warmup: int = 3) -> np.ndarray:
+    """Milliseconds of every keystroke's suggest call (the first ``warmup`` sentences not counted)."""
+    times = []
+    for n, sentence in enumerate(sentences):
+        session = suggester.session()
+        for i in range(len(sentence) + 1):
+            t0 = time.perf_counter()
+            session.suggest(sentence[:i])
+            if n >= warmup:
+                times.append(1000 * (time.perf_counter() - t0))
+    return np.array(times)
+
+
+def build(args) -> tuple[nn.Module, object, object]:
+    if args.checkpoint:
+        from seq2seq_lstm.checkpoint import load_for_inference
+
+        return load_for_inference(args.checkpoint)
+    from seq2seq_lstm.config import load_config
+    from seq2seq_lstm.model import build_model
+    from seq2seq_lstm.tokenizer import Tokenizer
+
+    cfg = load_config(args.config)
+    lines = Path(args.tokenizer_text).read_text(encoding="utf-8").splitlines()[: args.tokenizer_lines]
+    tokenizer = Tokenizer.train(lines, None, cfg.tokenizer)
+    torch.manual_seed(0)
+    return build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).eval(), cfg, tokenizer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--checkpoint", help="run directory of a trained language model")
+    what.add_argument("--config", help="config whose model shapes to time with random weights")
+    parser.add_argument("--tokenizer-text", help="text to train the tokenizer on (with --config)")
+    parser.add_argument("--tokenizer-lines", type=int, default=50_000, help="lines of it to use")
+    parser.add_argument("--transcript", default="data/en-mono/test.txt", help="sentences to type")
+    parser.add_argument("--sentences", type=int, default=100, help="sentences of the transcript to type")
+    parser.add_argument("--output", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    if args.config and not args.tokenizer_text:
+        parser.error("--config needs --tokenizer-text")
+    torch.set_num_threads(1)
+
+    model, cfg, tokenizer = build(args)
+    sentences = [s for s in Path(args.transcript).read_text(encoding="utf-8").splitlines() if s.strip()]
+    sentences = sentences[: args.sentences]
+    results = {"transcript": args.transcript, "sentences": len(sentences), "threads": 1, "variants": {}}
+    for name, variant in (("fp32", model), ("int8-dynamic", _Int8LM(model))):
+        suggester = Suggester.from_config(variant, tokenizer, cfg)
+        ms = replay(suggester, sentences)
+        row = {
+            "keystrokes": int(ms.size),
+            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
+            "mean_ms": round(float(ms.mean()), 3),
+            "model_mb": round(model_megabytes(variant), 2),
+        }
+        results["variants"][name] = row
+        print(f"{name:>13}: " + "  ".join(f"{k} {v}" for k, v in row.items()))
+    results["settings"] = {
+        "suggest_k": cfg.generation.suggest_k,
+        "suggest_beam": cfg.generation.suggest_beam,
+        "suggest_context": cfg.generation.suggest_context,
+        "vocab": tokenizer.tgt_vocab_size,
+        "model": {k: getattr(cfg.model, k) for k in ("emb_dim", "hidden_size", "dec_layers", "cell")},
+    }
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""``s2s suggest`` (next words for typed text) and ``s2s suggest-eval`` (keystroke metrics)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+FORMATS = ("text", "json")
+
+
+def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
+    if fmt == "json":
+        items = [{"word": s.word, "prob": round(s.prob, 6)} for s in suggestions]
+        click.echo(json.dumps({"text": text, "suggestions": items}, ensure_ascii=False))
+    elif suggestions:
+        click.echo("\n".join(f"{s.word}\t{s.prob:.4f}" for s in suggestions))
+    else:
+        click.echo("(no suggestions)")
+
+
+@click.command()
+@click.option(
+    "--checkpoint",
+    "-c",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory of a trained language model (or translation model, with --source).",
+)
+@click.argument("text", required=False)
+@click.option(
+    "-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Suggestions to show [default: generation.suggest_k].",
+)
+@click.option(
+    "--source", default=None, help="Source sentence whose translation is being typed (translation models)."
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text: one 'word<TAB>probability' a line; json: one JSON object per input.",
+)
+@click.option(
+    "--interactive/--no-interactive",
+    default=None,
+    help="Read one text a line and show suggestions after each [default: when TEXT is not given "
+    "and stdin is a terminal]. End a line with a space for the next word.",
+)
+def suggest(
+    checkpoint: str, text: str | None, k: int | None, source: str | None, fmt: str, interactive: bool | None
+) -> None:
+    """Suggest the next word for TEXT, or complete the word TEXT ends in.
+
+    Without TEXT, every line read from stdin is a text to suggest for (interactively at a terminal).
+    """
+    import torch
+
+    from ..suggest import Suggester
+
+    torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
+    suggester = Suggester.from_checkpoint(checkpoint)
+    session = suggester.session(source)
+    if text is not None and not interactive:
+        _print_suggestions(text, session.suggest(text, k), fmt)
+        return
+    prompt = sys.stdin.isatty() if interactive is None else interactive
+    if prompt and fmt == "text":
+        click.echo(
+            "Type text and press Enter (a trailing space asks for the next word); Ctrl-D ends.", err=True
+        )
+    for line in sys.stdin:
+        line = line.rstrip("\r\n")
+        _print_suggestions(line, session.suggest(line, k), fmt)
+
+
+@click.command("suggest-eval")
+@click.option(
+    "--checkpoint",
+    "-c",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run directory of a trained language model (or translation model, with --sources).",
+)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--sources",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Source sentences, one a line aligned with FILE (translation models).",
+)
+@click.option(
+    "-k",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Suggestions the simulated user sees (top-k accuracy, keystroke savings).",
+)
+@click.option(
+    "--mrr-k",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="List length for mean reciprocal rank.",
+)
+@click.option(
+    "--max-sentences",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Score only the first N sentences (0 = all).",
+)
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the 95% confidence intervals (0 = none).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="text: a table; json: the metrics with their intervals.",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the JSON report to this file.",
+)
+def suggest_eval(
+    checkpoint: str,
+    file: str,
+    sources: str | None,
+    k: int,
+    mrr_k: int,
+    max_sentences: int,
+    bootstrap: int,
+    fmt: str,
+    output: str | None,
+) -> None:
+    """Keystroke evaluation on FILE (one sentence a line): top-1/top-3 accuracy with 0-3 typed
+    characters, MRR, keystroke savings and per-word perplexity, with 95% bootstrap intervals."""
+    import torch
+
+    from ..config import atomic_write_text
+    from ..errors import UserError
+    from ..suggest import Suggester
+    from ..suggest_eval import evaluate_suggestions
+
+    torch.set_num_threads(1)
+    sentences = _read_lines(file)
+    source_lines = _read_lines(sources) if sources else None
+    if source_lines is not None and len(source_lines) != len(sentences):
+        raise UserError(
+            f"{sources} has {len(source_lines)} lines but {file} has {len(sentences)}; "
+            "give one source per sentence"
+        )
+    if max_sentences:
+        sentences = sentences[:max_sentences]
+        source_lines = source_lines[:max_sentences] if source_lines is not None else None
+    suggester = Suggester.from_checkpoint(checkpoint)
+    report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
+    data = report.to_dict() | {"checkpoint": checkpoint, "file": file}
+    if output:
+        atomic_write_text(output, json.dumps(data, indent=2) + "\n")
+    click.echo(json.dumps(data, indent=2) if fmt == "json" else report.format_table())
+
+
+def _read_lines(path: str) -> list[str]:
+    from ..errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
+        ) from None

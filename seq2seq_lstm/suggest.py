@@ -1,0 +1,530 @@
+"""Next-word suggestion head: whole-word top-k from subword pieces, keyboard style.
+
+A phone keyboard shows three words above the keys and updates them on every keystroke: the next word
+when a space was just typed, completions of the word being typed otherwise. The language model (or a
+translation model's decoder, conditioned on a source sentence) predicts SentencePiece pieces, so a
+word is a *sequence* of pieces and its probability has to be assembled:
+
+    P(word | context) = sum over piece sequences s that spell the word of
+                        P(s_1 .. s_n | context) * P(boundary | context, s)
+
+where a word ends where the next piece starts a new word (it carries "▁"), at punctuation, or at the
+end of the sentence; the boundary term is the probability mass of all such next pieces (``</s>``
+included). Different segmentations of one word ("▁the" vs "▁th" + "e") are different paths to the
+same word: their probabilities are added, each distinct piece sequence exactly once, because the
+beam holds distinct sequences and every sequence is finished at most once. Candidates come from a
+small beam over pieces (``generation.suggest_beam``), so the probabilities are lower bounds.
+
+When the text ends inside a word, the word is *not* tokenized as if complete: the context is cut back
+to the last word boundary and only pieces consistent with the typed characters are allowed (a piece's
+letters must be a prefix of the characters still to match, or those characters a prefix of its
+letters). Casing and punctuation stay as typed. Only the current sentence and at most
+``generation.suggest_context`` pieces of it are read, so any input length is bounded work.
+
+What counts as a word: a maximal run of word characters, i.e. anything but whitespace, punctuation,
+symbols and control characters, except that apostrophes inside a word belong to it ("don't", "I'm").
+:func:`word_spans` applies the same rule to plain text, so the evaluation splits test sentences into
+exactly the words the suggester can offer.
+
+    suggester = Suggester.from_checkpoint("runs/lm-en")
+    suggester.suggest("I would like to ")      # [Suggestion(word='go', prob=0.08), ...]
+    session = suggester.session()              # caches the LSTM state at the last word boundary
+    for i in range(1, len(text) + 1):
+        session.suggest(text[:i])              # each keystroke steps only the pieces since then
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from os import PathLike
+
+import torch
+from torch import Tensor
+
+from .errors import UserError
+from .tokenizer import BOS_ID, EOS_ID, WORD_BOUNDARY
+
+APOSTROPHES = frozenset("'\u2019")  # ' and ’ join the letters around them into one word
+MAX_CACHED_SEQUENCES = 2048  # piece sequences a session keeps per context (each holds V log-probs)
+MAX_WORD_CHARS = 48  # a "word" being typed that is longer than this gets no suggestions (bounded work)
+CHARS_PER_PIECE = 16  # only the last suggest_context * this many characters of the text are read
+
+# A sentence ends at . ! ? (with closing quotes or brackets) followed by whitespace, or at a line break.
+_SENTENCE_END = re.compile(r"[.!?]+[\"')\]\u2019\u201d]*\s+|\n")
+
+
+# ------------------------------------------------------------------------------------------------
+# Words in plain text
+
+
+def is_word_char(ch: str, first: bool = False) -> bool:
+    """Whether ``ch`` belongs to a word: not whitespace, punctuation, a symbol or a control character.
+
+    Apostrophes join a word only inside it (``first=False``): "don't" is one word, "'tis" starts at t.
+    """
+    if ch in APOSTROPHES:
+        return not first
+    return not ch.isspace() and unicodedata.category(ch)[0] not in "PSCZ"
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every word in ``text``, by the same rule the suggester builds words with."""
+    spans, start = [], None
+    for i, ch in enumerate(text):
+        if start is None:
+            if is_word_char(ch, first=True):
+                start = i
+        elif not is_word_char(ch):
+            spans.append((start, i))
+            start = None
+    if start is not None:
+        spans.append((start, len(text)))
+    return spans
+
+
+# How the next word attaches to the context before it.
+SPACE = "space"  # after whitespace or at the start of a sentence: its first piece carries "▁"
+GLUED = "glued"  # right after punctuation, no space ("(hi"): its first piece has no "▁"
+EITHER = "either"  # after punctuation with nothing typed yet: ", word" or "(word"
+WORD = "word"  # inside a word (suggester only): pieces without "▁" that start with word characters
+
+
+@dataclass(frozen=True)
+class Typed:
+    """Typed text split where the suggester needs it."""
+
+    context: str  # the current sentence up to the last word boundary, trailing whitespace removed
+    partial: str  # characters typed of the current word ("" right after a space or punctuation)
+    join: str  # SPACE, GLUED or EITHER
+
+
+def _clean(text: str) -> str:
+    # Control and format characters (NUL, BEL, zero-width marks, lone surrogates) carry no words; drop
+    # them instead of feeding them to SentencePiece. Whitespace controls (\t, \n) stay: they separate.
+    return "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
+
+
+def parse_typed(text: str, max_chars: int, sentence_scope: bool = True) -> Typed | None:
+    """Split the text typed so far into context, partial word and how the next word joins.
+
+    Only the last ``max_chars`` characters are read (cut at whitespace). With ``sentence_scope`` the
+    context starts after the last sentence end, as the language model was trained on sentences.
+    Returns None when the partial word is longer than :data:`MAX_WORD_CHARS` (no suggestion fits).
+    """
+    was_cut = len(text) > max_chars
+    text = _clean(text[-max_chars:])
+    end = len(text)
+    while end > 0 and is_word_char(text[end - 1]):
+        end -= 1
+        if len(text) - end > MAX_WORD_CHARS:
+            return None
+    while end < len(text) and text[end] in APOSTROPHES:  # a word does not start with an apostrophe
+        end += 1
+    context, partial = text[:end], text[end:]
+    if was_cut:  # the window may start in the middle of a word: drop that piece of a word
+        first_space = re.search(r"\s", context)
+        context = context[first_space.end() :] if first_space else ""
+    if sentence_scope:
+        ends = [m.end() for m in _SENTENCE_END.finditer(context)]
+        if ends:
+            context = context[ends[-1] :]
+    if not context.strip():
+        return Typed("", partial, SPACE)
+    if context[-1].isspace():
+        return Typed(" ".join(context.split()), partial, SPACE)
+    return Typed(" ".join(context.split()), partial, GLUED if partial else EITHER)
+
+
+# ------------------------------------------------------------------------------------------------
+# Per-piece facts, computed once per vocabulary
+
+
+class PieceTable:
+    """What every piece means for word building, as lists and boolean masks over the vocabulary (V,).
+
+    For a piece, ``lead`` is the run of word characters at its start (after "▁"); it ``closes`` the
+    word when punctuation follows inside the piece. Masks say which pieces may open a word after a
+    space, open a word glued to punctuation, continue a word, or mark the boundary after a word.
+    Byte-fallback, unknown and control pieces have no spelling: they never build a word (their mass
+    is simply not counted), and only ``</s>`` among them is a boundary.
+    """
+
+    def __init__(self, sp) -> None:
+        vocab = sp.get_piece_size()
+        self.size = vocab
+        self.leads: list[str] = [""] * vocab
+        flags = {
+            name: torch.zeros(vocab, dtype=torch.bool) for name in ("space", "bare", "cont", "glued", "close")
+        }
+        boundary = torch.zeros(vocab, dtype=torch.bool)
+        self.by_prefix: dict[str, list[int]] = {}  # every prefix of a lead -> pieces with that lead prefix
+        self.by_lead: dict[str, list[int]] = {}  # exact lead -> pieces
+        for i in range(vocab):
+            if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i):
+                boundary[i] = i == EOS_ID
+                continue
+            piece = sp.id_to_piece(i)
+            starts = piece.startswith(WORD_BOUNDARY)
+            body = piece[1:] if starts else piece
+            n = 0
+            while n < len(body) and is_word_char(body[n], first=starts and n == 0):
+                n += 1
+            lead = body[:n]
+            self.leads[i] = lead
+            boundary[i] = starts or not lead  # "▁x", or punctuation right after the word
+            flags["space"][i] = starts and bool(lead)
+            flags["bare"][i] = starts and not body  # a lone "▁": the word's letters come in the next piece
+            flags["cont"][i] = not starts and bool(lead)
+            flags["glued"][i] = not starts and bool(lead) and body[0] not in APOSTROPHES
+            flags["close"][i] = bool(lead) and n < len(body)  # "o," would end the word inside the piece
+            if lead:
+                self.by_lead.setdefault(lead, []).append(i)
+                for j in range(1, n + 1):
+                    self.by_prefix.setdefault(lead[:j], []).append(i)
+        self.boundary = boundary
+        self.close = flags["close"]
+        bare = flags["bare"]
+        # phase -> pieces that may come next; a lone "▁" leads to the GLUED phase (letters without "▁")
+        self.allowed = {
+            SPACE: flags["space"] | bare,
+            GLUED: flags["glued"],
+            EITHER: flags["space"] | bare | flags["glued"],
+            WORD: flags["cont"],
+        }
+        self.bare = bare
+        self._compat: dict[tuple[str, bool], tuple[Tensor, Tensor]] = {}
+
+    def compatible(self, rest: str, exact: bool) -> tuple[Tensor, Tensor]:
+        """Masks (V,) of pieces consistent with ``rest``, the typed characters still to be matched.
+
+        ``long``: the piece's lead starts with ``rest`` (it finishes the typed part; with ``exact`` the
+        lead must equal it); ``short``: the lead is a proper prefix of ``rest`` (more pieces must follow,
+        so the piece must not close the word). A lone "▁" spells nothing and is always consistent.
+        """
+        key = (rest, exact)
+        if key not in self._compat:
+            if len(self._compat) > 4096:
+                self._compat.clear()
+            long = torch.zeros(self.size, dtype=torch.bool)
+            long[self.by_lead.get(rest, []) if exact else self.by_prefix.get(rest, [])] = True
+            short = self.bare.clone()
+            for j in range(1, len(rest)):
+                short[self.by_lead.get(rest[:j], [])] = True
+            self._compat[key] = (long, short & ~self.close)
+        return self._compat[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Suggester and session
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One suggested word and its probability as the next word (a lower bound: beam search)."""
+
+    word: str
+    prob: float
+
+
+@dataclass
+class _Hyp:
+    seq: tuple[int, ...]  # pieces since the context
+    text: str  # word characters spelled so far
+    logp: float  # log P(pieces so far | context)
+    phase: str  # which pieces may come next
+
+
+class Suggester:
+    """Whole-word suggestions from a model with ``start``/``step`` and a SentencePiece tokenizer.
+
+    ``model`` is a ``LanguageModel`` (``task="lm"``) or a ``Seq2Seq`` (``task="translation"``: the
+    suggestions continue a translation of a source sentence). ``k`` words are returned, built with a
+    beam of ``beam`` piece sequences from the last ``context`` pieces of the current sentence; at most
+    ``max_pieces`` pieces per word (plus one per typed character beyond four). The beam stops early
+    when the probability left in it is below ``stop_ratio`` times that of the k-th word found, since it
+    can no longer change the list.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        task: str = "lm",
+        k: int = 3,
+        beam: int = 8,
+        context: int = 64,
+        max_pieces: int = 8,
+        stop_ratio: float = 0.05,
+        max_source: int = 400,
+    ) -> None:
+        if task not in ("lm", "translation"):
+            raise ValueError(f"task must be lm or translation; got {task!r}")
+        for name, value in (("k", k), ("beam", beam), ("context", context), ("max_pieces", max_pieces)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.task = task
+        self.k, self.beam, self.context = k, beam, context
+        self.max_pieces, self.stop_ratio = max_pieces, stop_ratio
+        self.max_source = max_source  # source pieces read by a translation model (longer: cut)
+        self.table = PieceTable(tokenizer.tgt_sp)
+
+    @classmethod
+    def from_config(cls, model: torch.nn.Module, tokenizer, cfg) -> Suggester:
+        """Defaults from a :class:`~seq2seq_lstm.config.Config`'s ``task`` and ``generation`` section."""
+        gen = cfg.generation
+        return cls(
+            model,
+            tokenizer,
+            task=cfg.task,
+            k=gen.suggest_k,
+            beam=gen.suggest_beam,
+            context=gen.suggest_context,
+            max_source=gen.max_input_len,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, directory: str | PathLike) -> Suggester:
+        """Load a trained language or translation model for suggestion (CPU, eval mode)."""
+        from .checkpoint import load_for_inference
+
+        model, cfg, tokenizer = load_for_inference(directory)
+        return cls.from_config(model, tokenizer, cfg)
+
+    def session(self, source: str | None = None) -> SuggestSession:
+        """A session for one text being typed (with ``source``: its translation, for a translation model)."""
+        return SuggestSession(self, source)
+
+    def suggest(self, text: str, k: int | None = None, source: str | None = None) -> list[Suggestion]:
+        """Top-k next words (or completions of the word being typed) for ``text``, from a fresh session."""
+        return self.session(source).suggest(text, k)
+
+
+class SuggestSession:
+    """Suggestions for one text typed keystroke by keystroke.
+
+    Two caches make a keystroke cheap. The decoder state after the context (the current sentence up to
+    the last word boundary) is kept, and a new word steps only the pieces added since. And every
+    piece sequence the word beam has stepped after that context is kept with its log-probs and
+    state, so the next keystroke inside the word steps only sequences it has not seen (typing "th"
+    after "t" re-uses "▁th", "▁the", ... from the first keystroke). Results equal those of a fresh
+    :meth:`Suggester.suggest` of the whole text, up to float rounding of differently sized batches.
+    """
+
+    def __init__(self, suggester: Suggester, source: str | None = None) -> None:
+        self.s = suggester
+        model = suggester.model
+        with torch.inference_mode():
+            if suggester.task == "translation":
+                if source is None or not source.strip():
+                    raise UserError(
+                        "a translation model suggests words of a translation: give the source sentence"
+                    )
+                src_ids = suggester.tokenizer.encode_src([_clean(source)])[0][: suggester.max_source]
+                src = torch.tensor([src_ids], dtype=torch.long)  # (1, S)
+                state = model.start(src, torch.tensor([len(src_ids)], dtype=torch.long))
+            else:
+                if source is not None:
+                    raise UserError("this checkpoint is a language model; --source needs a translation model")
+                state = model.start(1)
+            log_probs, state, _ = model.step(torch.tensor([BOS_ID]), state)
+        self._dims = _batch_dims(state)
+        self._root = ((), state, log_probs[0])
+        self._ctx: tuple[tuple[int, ...], object, Tensor] = self._root
+        # piece sequence after the context -> (log-probs (V,), state block, row in the block)
+        self._nodes: dict[tuple[int, ...], tuple[Tensor, object, int]] = {(): (log_probs[0], state, 0)}
+        self._last: tuple | None = None
+
+    # -------------------------------------------------------------------------------------- context
+
+    def _window(self, ids: list[int]) -> tuple[int, ...]:
+        """The last pieces of the context, at most ``context``; the window start moves in steps of half
+        the window, so a growing text keeps one start (and its cached state) for many words."""
+        size = self.s.context
+        if len(ids) <= size:
+            return tuple(ids)
+        half = max(1, size // 2)
+        start = ((len(ids) - size) // half + 1) * half
+        return tuple(ids[start:])
+
+    def _set_context(self, ids: tuple[int, ...]) -> None:
+        """Step BOS + ``ids`` (from the cached context when it is a prefix) and reset the piece cache."""
+        cached, state, log_probs = self._ctx
+        if cached == ids:
+            return
+        if ids[: len(cached)] != cached:
+            cached, state, log_probs = self._root
+        with torch.inference_mode():
+            for tok in ids[len(cached) :]:
+                out, state, _ = self.s.model.step(torch.tensor([tok]), state)
+                log_probs = out[0]
+        self._ctx = (ids, state, log_probs)
+        self._nodes = {(): (log_probs, state, 0)}
+
+    def _typed(self, text: str) -> tuple[Typed, tuple[int, ...]] | None:
+        s = self.s
+        typed = parse_typed(text, s.context * CHARS_PER_PIECE, sentence_scope=s.task == "lm")
+        if typed is None:
+            return None
+        ids = s.tokenizer.tgt_sp.encode(typed.context, out_type=int) if typed.context else []
+        return typed, self._window(ids)
+
+    # ------------------------------------------------------------------------------------------ API
+
+    def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
+        """Top-k words for the text typed so far, most probable first (empty when none fits)."""
+        k = self.s.k if k is None else k
+        parsed = self._typed(text)
+        if parsed is None or k < 1:
+            return []
+        typed, ids = parsed
+        key = (ids, typed.partial, typed.join, k)
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        words = self._words(ids, typed.partial, typed.join, k, exact=False)
+        ranked = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        result = [Suggestion(w, p) for w, p in ranked]
+        self._last = (key, result)
+        return result
+
+    def word_log_prob(self, text: str, word: str) -> float:
+        """log P(the next word after ``text`` is ``word``), summed over the segmentations the beam finds.
+
+        ``text`` is what precedes the word (ending in a space, punctuation, or empty); -inf when the
+        beam finds no way to spell the word.
+        """
+        parsed = self._typed(text + word)
+        if parsed is None or parsed[0].partial != word or not word:
+            return -math.inf
+        typed, ids = parsed
+        p = self._words(ids, word, typed.join, 1, exact=True).get(word, 0.0)
+        return math.log(p) if p > 0 else -math.inf
+
+    # -------------------------------------------------------------------------------- word beam
+
+    def _expand(self, seqs: list[tuple[int, ...]]) -> None:
+        """Step the model once on every sequence not cached yet, all in one batch."""
+        missing = [seq for seq in dict.fromkeys(seqs) if seq not in self._nodes]
+        if not missing:
+            return
+        if len(self._nodes) + len(missing) > MAX_CACHED_SEQUENCES:  # a very long word: start over
+            self._nodes = {(): self._nodes[()]}
+        # parents stepped in the same earlier batch are picked with one reorder; batches are concatenated
+        groups: dict[int, tuple[object, list[int], list[tuple[int, ...]]]] = {}
+        for seq in missing:
+            _, block, row = self._nodes[seq[:-1]]
+            groups.setdefault(id(block), (block, [], []))
+            groups[id(block)][1].append(row)
+            groups[id(block)][2].append(seq)
+        ordered = [seq for _, _, group in groups.values() for seq in group]
+        state = _cat_states(
+            [block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()], self._dims
+        )
+        out, state, _ = self.s.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
+        for row, seq in enumerate(ordered):
+            self._nodes[seq] = (out[row], state, row)
+
+    def _words(self, ids: tuple[int, ...], partial: str, join: str, k: int, exact: bool) -> dict[str, float]:
+        """Probabilities of whole words starting with ``partial`` (equal to it with ``exact``).
+
+        A beam over piece sequences: each step finishes the hypotheses whose letters satisfy the typed
+        part (their probability times the boundary mass), adds pieces that close a word inside
+        themselves, then keeps the ``beam`` best open extensions and steps the model on them at once.
+        """
+        s, table = self.s, self.s.table
+        words: dict[str, float] = {}
+        steps = s.max_pieces + max(0, len(partial) - 4)
+        with torch.inference_mode():
+            self._set_context(ids)
+            hyps = [_Hyp((), "", 0.0, join)]
+            for depth in range(steps + 1):
+                self._expand([hyp.seq for hyp in hyps])
+                lp = torch.stack([self._nodes[hyp.seq][0] for hyp in hyps])  # (H, V)
+                # 1. words that end here: their letters satisfy the typed part, the next piece is a boundary
+                done = [
+                    h
+                    for h, hyp in enumerate(hyps)
+                    if hyp.phase == WORD and (hyp.text == partial if exact else len(hyp.text) >= len(partial))
+                ]
+                if done:
+                    bmass = torch.logsumexp(lp[done][:, table.boundary], dim=1)  # (|done|,)
+                    for h, m in zip(done, bmass.tolist(), strict=True):
+                        _add(words, hyps[h].text, hyps[h].logp + m)
+                if depth == steps:
+                    break
+                # 2. pieces each hypothesis may take next (phase, and consistency with the typed letters)
+                allowed = torch.stack([self._allowed(hyp, partial, exact) for hyp in hyps])  # (H, V)
+                scores = lp + torch.tensor([hyp.logp for hyp in hyps]).unsqueeze(1)  # (H, V)
+                closing = allowed & table.close
+                if closing.any():
+                    for h, v in closing.nonzero().tolist():
+                        word = hyps[h].text + table.leads[v]
+                        if not exact or word == partial:
+                            _add(words, word, scores[h, v].item())
+                    allowed = allowed & ~table.close
+                scores = scores.masked_fill(~allowed, -math.inf).view(-1)  # (H * V,)
+                n = min(s.beam, int(allowed.sum()))
+                if n == 0:
+                    break
+                top, flat = scores.topk(n)
+                top, flat = top.tolist(), flat.tolist()
+                # 3. stop when the beam can no longer change the top k
+                kth = sorted(words.values(), reverse=True)[k - 1] if len(words) >= k else 0.0
+                if sum(math.exp(t) for t in top) < s.stop_ratio * kth:
+                    break
+                hyps = [
+                    _Hyp(
+                        hyps[f // table.size].seq + (f % table.size,),
+                        hyps[f // table.size].text + table.leads[f % table.size],
+                        t,
+                        GLUED
+                        if table.bare[f % table.size]
+                        else WORD,  # after a lone "▁" the letters come glued
+                    )
+                    for f, t in zip(flat, top, strict=True)
+                ]
+        return words
+
+    def _allowed(self, hyp: _Hyp, partial: str, exact: bool) -> Tensor:
+        table = self.s.table
+        base = table.allowed[hyp.phase]
+        rest = partial[len(hyp.text) :]
+        if not rest:
+            # the typed part is complete: any continuation, unless the word must be exactly it
+            return torch.zeros_like(base) if exact else base
+        long, short = table.compatible(rest, exact)
+        return base & (long | short)
+
+
+def _add(words: dict[str, float], word: str, logp: float) -> None:
+    words[word] = words.get(word, 0.0) + math.exp(logp)
+
+
+def _batch_dims(state) -> dict[str, int]:
+    """Which dimension of each tensor field of a state dataclass is the batch (read off ``reorder``)."""
+    if not dataclasses.is_dataclass(state):
+        raise TypeError(
+            f"the suggester needs a dataclass decoder state with reorder(); got {type(state).__name__}"
+        )
+    two = state.reorder(torch.zeros(2 * state.batch_size, dtype=torch.long))
+    dims = {}
+    for f in dataclasses.fields(state):
+        a, b = getattr(state, f.name), getattr(two, f.name)
+        if isinstance(a, Tensor):
+            (dims[f.name],) = [d for d in range(a.dim()) if a.shape[d] != b.shape[d]]
+    return dims
+
+
+def _cat_states(states: list, dims: dict[str, int]):
+    """Concatenate decoder states along their batch dimensions."""
+    if len(states) == 1:
+        return states[0]
+    return dataclasses.replace(
+        states[0], **{n: torch.cat([getattr(s, n) for s in states], d) for n, d in dims.items()}
+    )
