@@ -235,16 +235,9 @@ def _lines(n: int) -> str:
 
 
 def translate_source(checkpoint: str, sources: Sequence[str]) -> list[str]:
-    """Translate ``sources`` with the trained model in ``checkpoint`` (the translation generator's API)."""
-    try:
-        from .translate import Translator
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.translate":
-            raise  # a missing dependency of the translator is a real error
-        raise UserError(
-            "--checkpoint needs the translator (seq2seq_lstm.translate), which this installation does not "
-            "have yet; translate with `s2s translate` and score its output as HYP"
-        ) from None
+    """Translate ``sources`` with the trained model in ``checkpoint`` (a run directory or weights file)."""
+    from .translate import Translator  # torch is imported only when a model is used
+
     hypotheses = Translator.from_checkpoint(checkpoint).translate(list(sources))
     assert len(hypotheses) == len(sources), "the translator must return one line per source line"
     return hypotheses

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import pytest
 import sacrebleu
@@ -188,31 +187,23 @@ def test_worst_shows_source_hypothesis_and_references(corpus):
 # ------------------------------------------------------------------------------------- --checkpoint
 
 
-def test_checkpoint_translates_source_then_scores(corpus, monkeypatch):
-    # the translator's API (Translator.from_checkpoint(dir).translate(lines)); this one echoes a file
-    class Translator:
-        @classmethod
-        def from_checkpoint(cls, path):
-            assert path == "run1"
-            return cls()
+def test_checkpoint_translates_source_then_scores(tmp_path, monkeypatch):
+    # one step (--checkpoint --source) must equal translating with `s2s translate`, then scoring the file
+    from test_translate import TINY, make_run
 
-        def translate(self, lines):
-            assert lines == [f"source {i}" for i in range(len(HYPS))]
-            return list(HYPS)
-
-    monkeypatch.setitem(sys.modules, "seq2seq_lstm.translate", types.SimpleNamespace(Translator=Translator))
-    ours = s2s("evaluate", "--checkpoint", "run1", "--source", "src.txt", "ref1.txt")
-    assert ours == s2s("evaluate", "hyp.txt", "ref1.txt")
-
-
-def test_checkpoint_without_translator_module_is_a_clear_error(corpus, monkeypatch):
-    monkeypatch.setitem(sys.modules, "seq2seq_lstm.translate", None)  # import fails as if not written yet
-    code, line = s2s_error("evaluate", "--checkpoint", "run1", "--source", "src.txt", "ref1.txt")
-    assert code == 1
-    assert line == (
-        "Error: --checkpoint needs the translator (seq2seq_lstm.translate), which this installation does not "
-        "have yet; translate with `s2s translate` and score its output as HYP"
+    run = make_run(tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    src, ref = str(TINY / "test.en"), str(TINY / "test.es")
+    translated = CliRunner().invoke(
+        main, ["translate", "--checkpoint", str(run), "--input", src, "--output", "hyp"]
     )
+    assert translated.exit_code == 0, translated.output
+    assert s2s("evaluate", "--checkpoint", str(run), "--source", src, ref, "-m", "bleu,chrf") == s2s(
+        "evaluate", "hyp", ref, "-m", "bleu,chrf"
+    )
+
+
+def test_checkpoint_needs_a_source(corpus):
     assert s2s_error("evaluate", "--checkpoint", "run1", "ref1.txt") == (
         1,
         "Error: --checkpoint needs --source SRC: the file to translate",
