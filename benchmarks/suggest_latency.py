@@ -1,4 +1,4 @@
-"""Per-keystroke latency of next-word suggestion on one CPU thread, fp32 and dynamic int8.
+"""Per-keystroke latency of next-word suggestion on one CPU thread, fp32, bf16 and dynamic int8.
 
 A typed transcript (sentences of a text file) is replayed one character at a time through a
 :class:`~seq2seq_lstm.suggest.SuggestSession` per sentence, as a keyboard would call it; every call's
@@ -10,14 +10,15 @@ target here is p95 <= 3 ms.
     # no trained model yet: the default LM's shapes with random weights (timing only)
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
-int8 is ``torch.ao.quantization.quantize_dynamic`` on the decoder's output layers (``out_proj`` and
-``generator``, the H x V product that dominates a step); the recurrent cells keep fp32 weights because
-they read their parameters directly rather than through ``nn.Linear``.
+The weight types are those of ``s2s suggest --dtype`` (:func:`seq2seq_lstm.suggest.convert_weights`):
+bfloat16 converts every weight; int8 is ``quantize_dynamic`` on the decoder's output layers (``out_proj``
+and ``generator``, the H x V product that dominates a step), the recurrent cells keep fp32 weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import sys
@@ -28,26 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq_lstm.suggest import Suggester
-
-
-class _Int8LM(nn.Module):
-    """A dynamically quantized LanguageModel: ``start`` builds the zero state itself, as the original
-    reads its device and dtype from the generator's bias, which a quantized layer no longer has."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.cfg = model.cfg
-        self.model = torch.ao.quantization.quantize_dynamic(
-            model, {"decoder.generator", "decoder.out_proj"}, dtype=torch.qint8
-        )
-
-    def start(self, batch_size: int):
-        zeros = torch.zeros(self.cfg.dec_layers, batch_size, self.cfg.hidden_size)
-        return self.model.decoder.init_state(zeros, zeros)
-
-    def step(self, tokens, state):
-        return self.model.step(tokens, state)
+from seq2seq_lstm.suggest import DTYPES, Suggester, convert_weights
 
 
 def model_megabytes(model: nn.Module) -> float:
@@ -104,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     sentences = [s for s in Path(args.transcript).read_text(encoding="utf-8").splitlines() if s.strip()]
     sentences = sentences[: args.sentences]
     results = {"transcript": args.transcript, "sentences": len(sentences), "threads": 1, "variants": {}}
-    for name, variant in (("fp32", model), ("int8-dynamic", _Int8LM(model))):
+    for name in DTYPES:
+        variant = convert_weights(copy.deepcopy(model), name)
         suggester = Suggester.from_config(variant, tokenizer, cfg)
         ms = replay(suggester, sentences)
         row = {

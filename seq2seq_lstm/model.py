@@ -110,7 +110,7 @@ class LanguageModel(nn.Module):
 
     def start(self, batch_size: int) -> DecoderState:
         """Zero state for ``batch_size`` sentences."""
-        p = self.decoder.generator.bias
+        p = self.decoder.embed.weight  # device and dtype (not the generator's: int8 quantization replaces it)
         zeros = p.new_zeros(self.cfg.dec_layers, batch_size, self.cfg.hidden_size)
         return self.decoder.init_state(zeros, zeros)
 

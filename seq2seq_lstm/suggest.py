@@ -49,6 +49,11 @@ from .errors import UserError
 from .tokenizer import BOS_ID, EOS_ID, WORD_BOUNDARY
 
 APOSTROPHES = frozenset("'\u2019")  # ' and ’ join the letters around them into one word
+# Weight types for suggestion. A keystroke is a few model steps on a handful of rows, so it is bound by
+# reading the H x V output layer, not by arithmetic: bfloat16 halves those bytes, dynamic int8 quarters
+# them (the recurrent cells keep float32 weights: they are a small share and read their parameters
+# directly, not through nn.Linear).
+DTYPES = ("float32", "bfloat16", "int8")
 MAX_CACHED_SEQUENCES = 2048  # piece sequences a session keeps per context (each holds V log-probs)
 MAX_WORD_CHARS = 48  # a "word" being typed that is longer than this gets no suggestions (bounded work)
 CHARS_PER_PIECE = 16  # only the last suggest_context * this many characters of the text are read
@@ -290,12 +295,13 @@ class Suggester:
         )
 
     @classmethod
-    def from_checkpoint(cls, directory: str | PathLike) -> Suggester:
-        """Load a trained language or translation model for suggestion (CPU, eval mode)."""
+    def from_checkpoint(cls, directory: str | PathLike, dtype: str = "float32") -> Suggester:
+        """Load a trained language or translation model for suggestion (CPU, eval mode), its weights
+        converted to ``dtype`` (one of :data:`DTYPES`)."""
         from .checkpoint import load_for_inference
 
         model, cfg, tokenizer = load_for_inference(directory)
-        return cls.from_config(model, tokenizer, cfg)
+        return cls.from_config(convert_weights(model, dtype), tokenizer, cfg)
 
     def session(self, source: str | None = None) -> SuggestSession:
         """A session for one text being typed (with ``source``: its translation, for a translation model)."""
@@ -500,6 +506,24 @@ class SuggestSession:
             return torch.zeros_like(base) if exact else base
         long, short = table.compatible(rest, exact)
         return base & (long | short)
+
+
+def convert_weights(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """``model`` with the weight type ``dtype`` for suggestion: float32 (as trained), bfloat16 (all
+    weights), or int8 (``quantize_dynamic`` on the decoder's output layers, the rest float32)."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    if dtype == "bfloat16":
+        return model.to(torch.bfloat16)
+    if dtype == "int8":
+        import warnings
+
+        with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(
+                model, {"decoder.generator", "decoder.out_proj"}, dtype=torch.qint8
+            )
+    return model
 
 
 def _add(words: dict[str, float], word: str, logp: float) -> None:

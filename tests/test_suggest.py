@@ -400,16 +400,44 @@ def test_100k_characters_are_bounded_work(trained):
 # The real LanguageModel and Seq2Seq
 
 
-def test_real_language_model_learns_the_fixture(tokenizer):
+@pytest.fixture(scope="module")
+def real_lm(tokenizer):
     from seq2seq_lstm.config import ModelConfig
     from seq2seq_lstm.model import LanguageModel
 
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=32, hidden_size=48, dec_layers=1, dropout=0.0, cell="cifg", tie_output=True)
-    model = _train(LanguageModel(cfg, tokenizer.tgt_vocab_size), tokenizer, steps=150)
-    suggester = Suggester(model, tokenizer)
+    return _train(LanguageModel(cfg, tokenizer.tgt_vocab_size), tokenizer, steps=150)
+
+
+def test_real_language_model_learns_the_fixture(real_lm, tokenizer):
+    suggester = Suggester(real_lm, tokenizer)
     assert suggester.suggest("She made a cup of ")[0].word == "tea"
     assert all(s.word.startswith("wea") for s in suggester.suggest("The wea"))
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_faster_weight_types_keep_the_suggestions(real_lm, tokenizer, dtype):
+    """bfloat16 and int8 weights change probabilities by rounding only: same words, close values."""
+    import copy
+
+    from seq2seq_lstm.cli.suggest import DTYPES as CLI_DTYPES
+    from seq2seq_lstm.errors import UserError
+    from seq2seq_lstm.suggest import DTYPES, convert_weights
+
+    assert CLI_DTYPES == DTYPES  # the CLI keeps its own copy so that --help does not import torch
+    exact = Suggester(real_lm, tokenizer)
+    fast = Suggester(convert_weights(copy.deepcopy(real_lm), dtype), tokenizer)
+    if dtype == "int8":
+        assert type(fast.model.decoder.generator).__module__.startswith("torch.ao.nn.quantized")
+    else:
+        assert fast.model.decoder.embed.weight.dtype == torch.bfloat16
+    for text in ("She made a cup of ", "The wea", "I would like a cup of t"):
+        want, got = exact.suggest(text, k=1), fast.suggest(text, k=1)
+        assert [s.word for s in got] == [s.word for s in want], text
+        assert got[0].prob == pytest.approx(want[0].prob, rel=0.15), text
+    with pytest.raises(UserError, match="dtype must be one of float32, bfloat16, int8"):
+        convert_weights(real_lm, "float16")
 
 
 def test_translation_suggestions_are_conditioned_on_the_source(tokenizer):
@@ -545,7 +573,8 @@ def test_kneser_ney_suggests_through_the_same_interface():
 
 @pytest.fixture
 def cli_suggester(trained, monkeypatch):
-    monkeypatch.setattr(Suggester, "from_checkpoint", classmethod(lambda cls, directory: trained))
+    load = classmethod(lambda cls, directory, dtype="float32": trained)
+    monkeypatch.setattr(Suggester, "from_checkpoint", load)
     from seq2seq_lstm.cli import main
 
     return main

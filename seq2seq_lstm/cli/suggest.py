@@ -8,6 +8,14 @@ import sys
 import click
 
 FORMATS = ("text", "json")
+DTYPES = ("float32", "bfloat16", "int8")  # seq2seq_lstm.suggest.DTYPES, without importing torch
+DTYPE_OPTION = click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="float32",
+    show_default=True,
+    help="Weight type: bfloat16 or int8 (output layer) answer faster; probabilities change a little.",
+)
 
 
 def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
@@ -46,6 +54,7 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
     show_default=True,
     help="text: one 'word<TAB>probability' a line; json: one JSON object per input.",
 )
+@DTYPE_OPTION
 @click.option(
     "--interactive/--no-interactive",
     default=None,
@@ -53,7 +62,13 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
     "and stdin is a terminal]. End a line with a space for the next word.",
 )
 def suggest(
-    checkpoint: str, text: str | None, k: int | None, source: str | None, fmt: str, interactive: bool | None
+    checkpoint: str,
+    text: str | None,
+    k: int | None,
+    source: str | None,
+    fmt: str,
+    dtype: str,
+    interactive: bool | None,
 ) -> None:
     """Suggest the next word for TEXT, or complete the word TEXT ends in.
 
@@ -64,7 +79,7 @@ def suggest(
     from ..suggest import Suggester
 
     torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
-    suggester = Suggester.from_checkpoint(checkpoint)
+    suggester = Suggester.from_checkpoint(checkpoint, dtype=dtype)
     session = suggester.session(source)
     if text is not None and not interactive:
         _print_suggestions(text, session.suggest(text, k), fmt)
@@ -130,6 +145,7 @@ def suggest(
     show_default=True,
     help="text: a table; json: the metrics with their intervals.",
 )
+@DTYPE_OPTION
 @click.option(
     "--output",
     "-o",
@@ -146,6 +162,7 @@ def suggest_eval(
     max_sentences: int,
     bootstrap: int,
     fmt: str,
+    dtype: str,
     output: str | None,
 ) -> None:
     """Keystroke evaluation on FILE (one sentence a line): top-1/top-3 accuracy with 0-3 typed
@@ -168,7 +185,7 @@ def suggest_eval(
     if max_sentences:
         sentences = sentences[:max_sentences]
         source_lines = source_lines[:max_sentences] if source_lines is not None else None
-    suggester = Suggester.from_checkpoint(checkpoint)
+    suggester = Suggester.from_checkpoint(checkpoint, dtype=dtype)
     report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
     data = report.to_dict() | {"checkpoint": checkpoint, "file": file}
     if output:
