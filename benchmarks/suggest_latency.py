@@ -10,9 +10,9 @@ target here is p95 <= 3 ms.
     # no trained model yet: the default LM's shapes with random weights (timing only)
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
-The weight types are those of ``s2s suggest --dtype`` (:func:`seq2seq_lstm.suggest.convert_weights`):
-bfloat16 converts every weight; int8 is ``quantize_dynamic`` on the decoder's output layers (``out_proj``
-and ``generator``, the H x V product that dominates a step), the recurrent cells keep fp32 weights.
+The weight types are those of ``s2s suggest --dtype`` (:func:`seq2seq_lstm.quantize.convert_weights`):
+bfloat16 converts every weight; int8 quantizes the decoder's cells, output layers and embedding
+(dynamic int8: a step is bound by reading the weights, and int8 reads a quarter of fp32's bytes).
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq_lstm.suggest import DTYPES, Suggester, convert_weights
+from seq2seq_lstm.quantize import DTYPES, convert_weights
+from seq2seq_lstm.suggest import Suggester
 
 
 def model_megabytes(model: nn.Module) -> float:

@@ -4,7 +4,7 @@ Every cell maps an input and a state to the next state::
 
     h, c = cell(x, (h, c))                       # x (B, I); h, c (B, H)
     gx = cell.input_gates(xs)                    # (B, T, I) -> (B, T, G*H): all steps in one GEMM
-    h, c = cell(None, (h, c), x_gates=gx[:, t])  # the step then only adds the recurrent part
+    h, c = cell(None, (h, c), x_gates=gx_t)      # gx_t in gx.unbind(1): the step adds the recurrent part
 
 ``x_gates`` lets a caller project inputs that do not depend on the recurrence once for a whole
 sequence (the encoder's inputs, the decoder's target embeddings) and keep the per-step work to the

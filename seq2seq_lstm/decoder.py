@@ -207,8 +207,10 @@ class Decoder(nn.Module):
         gates = self._input_gates(emb)  # (B, T, G*H): one GEMM for all steps
         hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
         feed, outs = state.feed, []
-        for t in range(tgt_in.size(1)):
-            out, hc, _ = self._recur(gates[:, t], feed, hc, state)
+        # unbind, not gates[:, t]: each slice's backward would write a zero-filled (B, T, G*H) gradient
+        # and add them all up (quadratic in T); unbind's backward stacks the T slices once
+        for gates_t in gates.unbind(1):
+            out, hc, _ = self._recur(gates_t, feed, hc, state)
             outs.append(out)
             feed = out if self.input_feeding else None
         logits = self._logits(torch.stack(outs, 1))  # (B, T, V): one GEMM for all steps

@@ -94,8 +94,10 @@ class CellLSTM(nn.Module):
         gates = cell.input_gates(x)  # (B, S, G*H/D)
         h = c = x.new_zeros(x.size(0), cell.hidden_size)
         outputs = []
-        for t, real in enumerate(steps):
-            h_t, c_t = cell(None, (h, c), gates[:, t])
+        # unbind, not gates[:, t]: the backward of one slice per step would write a zero-filled (B, S, G*H/D)
+        # gradient per step and add them all up; unbind's backward stacks the S slices once
+        for gates_t, real in zip(gates.unbind(1), steps, strict=True):
+            h_t, c_t = cell(None, (h, c), gates_t)
             h, c = torch.where(real, h_t, h), torch.where(real, c_t, c)
             outputs.append(h_t.masked_fill(~real, 0.0))
         return torch.stack(outputs, 1), (h, c)  # (B, S, H/D)

@@ -15,6 +15,8 @@ Parameters start uniform in [-0.1, 0.1] (OpenNMT's ``param_init 0.1``) with a fo
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -110,7 +112,8 @@ class LanguageModel(nn.Module):
 
     def start(self, batch_size: int) -> DecoderState:
         """Zero state for ``batch_size`` sentences."""
-        p = self.decoder.embed.weight  # device and dtype (not the generator's: int8 quantization replaces it)
+        # device and dtype of the float weights (int8 inference keeps its scales in float32)
+        p = next(t for t in itertools.chain(self.parameters(), self.buffers()) if t.is_floating_point())
         zeros = p.new_zeros(self.cfg.dec_layers, batch_size, self.cfg.hidden_size)
         return self.decoder.init_state(zeros, zeros)
 

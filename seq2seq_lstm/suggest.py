@@ -46,14 +46,10 @@ import torch
 from torch import Tensor
 
 from .errors import UserError
+from .quantize import convert_weights
 from .tokenizer import BOS_ID, EOS_ID, WORD_BOUNDARY
 
 APOSTROPHES = frozenset("'\u2019")  # ' and ’ join the letters around them into one word
-# Weight types for suggestion. A keystroke is a few model steps on a handful of rows, so it is bound by
-# reading the H x V output layer, not by arithmetic: bfloat16 halves those bytes, dynamic int8 quarters
-# them (the recurrent cells keep float32 weights: they are a small share and read their parameters
-# directly, not through nn.Linear).
-DTYPES = ("float32", "bfloat16", "int8")
 MAX_CACHED_SEQUENCES = 2048  # piece sequences a session keeps per context (each holds V log-probs)
 MAX_WORD_CHARS = 48  # a "word" being typed that is longer than this gets no suggestions (bounded work)
 CHARS_PER_PIECE = 16  # only the last suggest_context * this many characters of the text are read
@@ -191,6 +187,7 @@ class PieceTable:
                 for j in range(1, n + 1):
                     self.by_prefix.setdefault(lead[:j], []).append(i)
         self.boundary = boundary
+        self.boundary_weights = boundary.float()  # P(boundary) = exp(log-probs) @ this, one small GEMV
         self.close = flags["close"]
         bare = flags["bare"]
         # phase -> pieces that may come next; a lone "▁" leads to the GLUED phase (letters without "▁")
@@ -200,8 +197,29 @@ class PieceTable:
             EITHER: flags["space"] | bare | flags["glued"],
             WORD: flags["cont"],
         }
-        self.bare = bare
+        self.bare_mask, self.bare = bare, bare.tolist()
+        self.has_close = bool(self.close.any())
         self._compat: dict[tuple[str, bool], tuple[Tensor, Tensor]] = {}
+        self._ids: dict[tuple[str, str, bool], Tensor] = {}
+
+    def allowed_after(self, phase: str, rest: str, exact: bool) -> Tensor:
+        """Ids (N,) of the pieces that may come next in ``phase`` with ``rest`` still to be typed.
+
+        Ids, not a mask: inside a word only a few hundred of the V pieces qualify (fewer once letters
+        are typed), and picking the best among those is much cheaper than masking all V."""
+        key = (phase, rest, exact)
+        ids = self._ids.get(key)
+        if ids is None:
+            if len(self._ids) > 4096:
+                self._ids.clear()
+            mask = self.allowed[phase]
+            if not rest:  # the typed part is complete: any continuation, unless the word must be exactly it
+                mask = torch.zeros_like(mask) if exact else mask
+            else:
+                long, short = self.compatible(rest, exact)
+                mask = mask & (long | short)
+            ids = self._ids[key] = mask.nonzero().squeeze(1)
+        return ids
 
     def compatible(self, rest: str, exact: bool) -> tuple[Tensor, Tensor]:
         """Masks (V,) of pieces consistent with ``rest``, the typed characters still to be matched.
@@ -216,7 +234,7 @@ class PieceTable:
                 self._compat.clear()
             long = torch.zeros(self.size, dtype=torch.bool)
             long[self.by_lead.get(rest, []) if exact else self.by_prefix.get(rest, [])] = True
-            short = self.bare.clone()
+            short = self.bare_mask.clone()
             for j in range(1, len(rest)):
                 short[self.by_lead.get(rest[:j], [])] = True
             self._compat[key] = (long, short & ~self.close)
@@ -297,7 +315,7 @@ class Suggester:
     @classmethod
     def from_checkpoint(cls, directory: str | PathLike, dtype: str = "float32") -> Suggester:
         """Load a trained language or translation model for suggestion (CPU, eval mode), its weights
-        converted to ``dtype`` (one of :data:`DTYPES`)."""
+        converted to ``dtype`` (one of :data:`seq2seq_lstm.quantize.DTYPES`)."""
         from .checkpoint import load_for_inference
 
         model, cfg, tokenizer = load_for_inference(directory)
@@ -316,10 +334,11 @@ class SuggestSession:
     """Suggestions for one text typed keystroke by keystroke.
 
     Two caches make a keystroke cheap. The decoder state after the context (the current sentence up to
-    the last word boundary) is kept, and a new word steps only the pieces added since. And every
-    piece sequence the word beam has stepped after that context is kept with its log-probs and
-    state, so the next keystroke inside the word steps only sequences it has not seen (typing "th"
-    after "t" re-uses "▁th", "▁the", ... from the first keystroke). Results equal those of a fresh
+    the last word boundary) is kept, and a new word steps only the pieces added since, usually none:
+    the word just finished was stepped by the word beam already. And every piece sequence the word
+    beam has stepped after that context is kept with its log-probs and state, so the next keystroke
+    inside the word steps only sequences it has not seen (typing "th" after "t" re-uses "▁th",
+    "▁the", ... from the first keystroke). Results equal those of a fresh
     :meth:`Suggester.suggest` of the whole text, up to float rounding of differently sized batches.
     """
 
@@ -343,8 +362,10 @@ class SuggestSession:
         self._dims = _batch_dims(state)
         self._root = ((), state, log_probs[0])
         self._ctx: tuple[tuple[int, ...], object, Tensor] = self._root
-        # piece sequence after the context -> (log-probs (V,), state block, row in the block)
-        self._nodes: dict[tuple[int, ...], tuple[Tensor, object, int]] = {(): (log_probs[0], state, 0)}
+        # piece sequence after the context -> (log-probs (V,), state block, row in the block, log of the
+        # boundary mass: P(the word ends after these pieces), computed once per node, batched per step)
+        self._nodes: dict[tuple[int, ...], tuple[Tensor, object, int, float]] = {}
+        self._set_nodes_root(log_probs[0], state)
         self._last: tuple | None = None
 
     # -------------------------------------------------------------------------------------- context
@@ -360,18 +381,37 @@ class SuggestSession:
         return tuple(ids[start:])
 
     def _set_context(self, ids: tuple[int, ...]) -> None:
-        """Step BOS + ``ids`` (from the cached context when it is a prefix) and reset the piece cache."""
+        """Step BOS + ``ids`` (from the cached context when it is a prefix, and from the piece cache
+        after it) and reset the piece cache."""
         cached, state, log_probs = self._ctx
         if cached == ids:
             return
-        if ids[: len(cached)] != cached:
+        done = len(cached)
+        if ids[:done] != cached:
             cached, state, log_probs = self._root
+            done = 0
+        else:
+            # the word just finished was usually stepped by the word beam already: start from its node
+            for n in range(len(ids) - done, 0, -1):
+                node = self._nodes.get(ids[done : done + n])
+                if node is not None:
+                    log_probs, block, row, _ = node
+                    state = block.reorder(torch.tensor([row]))
+                    done += n
+                    break
         with torch.inference_mode():
-            for tok in ids[len(cached) :]:
+            for tok in ids[done:]:
                 out, state, _ = self.s.model.step(torch.tensor([tok]), state)
                 log_probs = out[0]
         self._ctx = (ids, state, log_probs)
-        self._nodes = {(): (log_probs, state, 0)}
+        self._set_nodes_root(log_probs, state)
+
+    def _set_nodes_root(self, log_probs: Tensor, state) -> None:
+        self._nodes = {(): (log_probs, state, 0, self._boundary_mass(log_probs[None])[0])}
+
+    def _boundary_mass(self, log_probs: Tensor) -> list[float]:
+        """log P(the next piece ends the word) for each row of log-probs (N, V)."""
+        return torch.mv(log_probs.exp(), self.s.table.boundary_weights).log().tolist()
 
     def _typed(self, text: str) -> tuple[Typed, tuple[int, ...]] | None:
         s = self.s
@@ -424,7 +464,7 @@ class SuggestSession:
         # parents stepped in the same earlier batch are picked with one reorder; batches are concatenated
         groups: dict[int, tuple[object, list[int], list[tuple[int, ...]]]] = {}
         for seq in missing:
-            _, block, row = self._nodes[seq[:-1]]
+            _, block, row, _ = self._nodes[seq[:-1]]
             groups.setdefault(id(block), (block, [], []))
             groups[id(block)][1].append(row)
             groups[id(block)][2].append(seq)
@@ -433,8 +473,9 @@ class SuggestSession:
             [block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()], self._dims
         )
         out, state, _ = self.s.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
+        bmass = self._boundary_mass(out)
         for row, seq in enumerate(ordered):
-            self._nodes[seq] = (out[row], state, row)
+            self._nodes[seq] = (out[row], state, row, bmass[row])
 
     def _words(self, ids: tuple[int, ...], partial: str, join: str, k: int, exact: bool) -> dict[str, float]:
         """Probabilities of whole words starting with ``partial`` (equal to it with ``exact``).
@@ -451,79 +492,56 @@ class SuggestSession:
             hyps = [_Hyp((), "", 0.0, join)]
             for depth in range(steps + 1):
                 self._expand([hyp.seq for hyp in hyps])
-                lp = torch.stack([self._nodes[hyp.seq][0] for hyp in hyps])  # (H, V)
+                nodes = [self._nodes[hyp.seq] for hyp in hyps]
                 # 1. words that end here: their letters satisfy the typed part, the next piece is a boundary
-                done = [
-                    h
-                    for h, hyp in enumerate(hyps)
-                    if hyp.phase == WORD and (hyp.text == partial if exact else len(hyp.text) >= len(partial))
-                ]
-                if done:
-                    bmass = torch.logsumexp(lp[done][:, table.boundary], dim=1)  # (|done|,)
-                    for h, m in zip(done, bmass.tolist(), strict=True):
-                        _add(words, hyps[h].text, hyps[h].logp + m)
+                for hyp, node in zip(hyps, nodes, strict=True):
+                    spelled = hyp.text == partial if exact else len(hyp.text) >= len(partial)
+                    if hyp.phase == WORD and spelled:
+                        _add(words, hyp.text, hyp.logp + node[3])
                 if depth == steps:
                     break
-                # 2. pieces each hypothesis may take next (phase, and consistency with the typed letters)
-                allowed = torch.stack([self._allowed(hyp, partial, exact) for hyp in hyps])  # (H, V)
-                scores = lp + torch.tensor([hyp.logp for hyp in hyps]).unsqueeze(1)  # (H, V)
-                closing = allowed & table.close
-                if closing.any():
-                    for h, v in closing.nonzero().tolist():
-                        word = hyps[h].text + table.leads[v]
-                        if not exact or word == partial:
-                            _add(words, word, scores[h, v].item())
-                    allowed = allowed & ~table.close
-                scores = scores.masked_fill(~allowed, -math.inf).view(-1)  # (H * V,)
-                n = min(s.beam, int(allowed.sum()))
-                if n == 0:
+                # 2. pieces each hypothesis may take next (phase, and consistency with the typed letters),
+                # scored for the hypotheses that share the same allowed pieces at once
+                groups: dict[tuple[str, str], list[int]] = {}
+                for h, hyp in enumerate(hyps):
+                    groups.setdefault((hyp.phase, partial[len(hyp.text) :]), []).append(h)
+                cands: list[tuple[float, int, int]] = []  # (log-prob, hypothesis, piece)
+                for (phase, rest), members in groups.items():
+                    ids = table.allowed_after(phase, rest, exact)
+                    if not len(ids):
+                        continue
+                    lp = torch.stack([nodes[h][0] for h in members]).index_select(1, ids)  # (G, N)
+                    lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
+                    if table.has_close:  # pieces that end the word inside themselves ("▁etc.") are words
+                        for g, n in table.close[ids].expand_as(lp).nonzero().tolist():
+                            word = hyps[members[g]].text + table.leads[int(ids[n])]
+                            if not exact or word == partial:
+                                _add(words, word, lp[g, n].item())
+                        lp.masked_fill_(table.close[ids], -math.inf)
+                    top, flat = lp.view(-1).topk(min(s.beam, lp.numel()))
+                    n_ids = len(ids)
+                    cands += [
+                        (t, members[f // n_ids], int(ids[f % n_ids]))
+                        for t, f in zip(top.tolist(), flat.tolist(), strict=True)
+                        if t > -math.inf
+                    ]
+                kept = sorted(cands, reverse=True)[: s.beam]
+                if not kept:
                     break
-                top, flat = scores.topk(n)
-                top, flat = top.tolist(), flat.tolist()
                 # 3. stop when the beam can no longer change the top k
                 kth = sorted(words.values(), reverse=True)[k - 1] if len(words) >= k else 0.0
-                if sum(math.exp(t) for t in top) < s.stop_ratio * kth:
+                if sum(math.exp(t) for t, _, _ in kept) < s.stop_ratio * kth:
                     break
                 hyps = [
                     _Hyp(
-                        hyps[f // table.size].seq + (f % table.size,),
-                        hyps[f // table.size].text + table.leads[f % table.size],
+                        hyps[h].seq + (v,),
+                        hyps[h].text + table.leads[v],
                         t,
-                        GLUED
-                        if table.bare[f % table.size]
-                        else WORD,  # after a lone "▁" the letters come glued
+                        GLUED if table.bare[v] else WORD,  # after a lone "▁" come glued letters
                     )
-                    for f, t in zip(flat, top, strict=True)
+                    for t, h, v in kept
                 ]
         return words
-
-    def _allowed(self, hyp: _Hyp, partial: str, exact: bool) -> Tensor:
-        table = self.s.table
-        base = table.allowed[hyp.phase]
-        rest = partial[len(hyp.text) :]
-        if not rest:
-            # the typed part is complete: any continuation, unless the word must be exactly it
-            return torch.zeros_like(base) if exact else base
-        long, short = table.compatible(rest, exact)
-        return base & (long | short)
-
-
-def convert_weights(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
-    """``model`` with the weight type ``dtype`` for suggestion: float32 (as trained), bfloat16 (all
-    weights), or int8 (``quantize_dynamic`` on the decoder's output layers, the rest float32)."""
-    if dtype not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if dtype == "bfloat16":
-        return model.to(torch.bfloat16)
-    if dtype == "int8":
-        import warnings
-
-        with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(
-                model, {"decoder.generator", "decoder.out_proj"}, dtype=torch.qint8
-            )
-    return model
 
 
 def _add(words: dict[str, float], word: str, logp: float) -> None:

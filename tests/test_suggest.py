@@ -423,7 +423,7 @@ def test_faster_weight_types_keep_the_suggestions(real_lm, tokenizer, dtype):
 
     from seq2seq_lstm.cli.suggest import DTYPES as CLI_DTYPES
     from seq2seq_lstm.errors import UserError
-    from seq2seq_lstm.suggest import DTYPES, convert_weights
+    from seq2seq_lstm.quantize import DTYPES, convert_weights
 
     assert CLI_DTYPES == DTYPES  # the CLI keeps its own copy so that --help does not import torch
     exact = Suggester(real_lm, tokenizer)

@@ -8,7 +8,7 @@ import sys
 import click
 
 FORMATS = ("text", "json")
-DTYPES = ("float32", "bfloat16", "int8")  # seq2seq_lstm.suggest.DTYPES, without importing torch
+DTYPES = ("float32", "bfloat16", "int8")  # seq2seq_lstm.quantize.DTYPES, without importing torch
 DTYPE_OPTION = click.option(
     "--dtype",
     type=click.Choice(DTYPES),
