@@ -96,7 +96,7 @@ def main() -> None:
     p.add_argument("--bs1-limit", type=int, default=200, help="sentences decoded in the batch-1 modes")
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="weight type")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"), help="weight type")
     p.add_argument("--onmt-json", type=Path, help="OpenNMT-py baseline's JSON line, for ratios")
     args = p.parse_args()
     if (args.checkpoint is None) == (args.random_reference is None):

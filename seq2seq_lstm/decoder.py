@@ -45,12 +45,19 @@ class DecoderState:
     def batch_size(self) -> int:
         return self.h.size(1)
 
-    def reorder(self, index: Tensor) -> DecoderState:
-        """Select (and repeat) batch entries: ``index`` (B',) long -> a state with batch size B'."""
+    def reorder(self, index: Tensor, same_source: bool = False) -> DecoderState:
+        """Select (and repeat) batch entries: ``index`` (B',) long -> a state with batch size B'.
+
+        ``same_source``: the caller vouches that every new row i comes from a row with the same source
+        sentence as row i (a beam shuffle within each sentence), so the source side (memory, mask,
+        keys: the bulk of the state) is kept instead of copied.
+        """
 
         def pick(x: Tensor | None, dim: int) -> Tensor | None:
             return None if x is None else x.index_select(dim, index)
 
+        if same_source:
+            return dataclasses.replace(self, h=pick(self.h, 1), c=pick(self.c, 1), feed=pick(self.feed, 0))
         return DecoderState(
             h=pick(self.h, 1),
             c=pick(self.c, 1),
@@ -166,8 +173,10 @@ class Decoder(nn.Module):
     def _input_gates(self, emb: Tensor) -> Tensor:
         """Embedding part of the first layer's gates, bias included: (..., E) -> (..., G*H)."""
         first = self.rnn.layers[0]
-        if self.emb_gates is not None:
+        if isinstance(self.emb_gates, nn.Linear):
             return F.linear(emb, self.emb_gates.weight, first.bias)
+        if self.emb_gates is not None:  # an int8 replacement (seq2seq_lstm.quantize) has no .weight
+            return self.emb_gates(emb) + first.bias
         return first.input_gates(emb)
 
     def _attend(self, top: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:

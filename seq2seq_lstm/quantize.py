@@ -101,11 +101,11 @@ def convert_weights(model: nn.Module, dtype: str) -> nn.Module:
         return model.to(torch.bfloat16)
     if dtype == "int8":
         decoder = model.decoder
+        names = {"decoder.generator", "decoder.out_proj", "decoder.attn_out", "decoder.emb_gates"}
         if isinstance(decoder.rnn, StackedCell):
             decoder.rnn.layers = nn.ModuleList(Int8Cell(cell) for cell in decoder.rnn.layers)
-            names = {"decoder.generator", "decoder.out_proj"}
         else:  # the fused nn.LSTM, which torch quantizes itself
-            names = {"decoder.rnn", "decoder.generator", "decoder.out_proj"}
+            names.add("decoder.rnn")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             spec = {name: torch.ao.quantization.per_channel_dynamic_qconfig for name in names}

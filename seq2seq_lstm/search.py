@@ -1,8 +1,10 @@
 """Decoding over any step-wise decoder: greedy search, beam search and sampling.
 
 Every function works with an object that has ``step(tokens (N,), state) -> (log_probs (N, V), state,
-attn (N, S) | None)`` and a state with ``reorder(index (N',)) -> state`` (``Seq2Seq``, ``LanguageModel``,
-``EnsembleDecoder``), and returns, for each of the B sentences, a list of :class:`Hypothesis`::
+attn (N, S) | None)`` and a state with ``reorder(index (N',), same_source=False) -> state`` (``Seq2Seq``,
+``LanguageModel``, ``EnsembleDecoder``; ``same_source=True`` promises every row keeps its sentence, so a
+state may skip copying its source side), and returns, for each of the B sentences, a list of
+:class:`Hypothesis`::
 
     state = model.start(src, src_lens)
     nbest = beam_search(model, state, B, BOS_ID, EOS_ID, max_lengths(src_lens, 1.5, 10), beam_size=5)
@@ -357,7 +359,8 @@ def beam_search(
         index = cand_row.gather(1, pick).view(-1)[keep]
         last = cand_token.gather(1, pick).view(-1)[keep]
         paths = paths.extend(index, last, cand_log_prob.gather(1, pick).view(-1)[keep], attn)
-        state, rules = state.reorder(index), rules.select(index)
+        # while no sentence has finished, every row stays with its sentence: the source side stays put
+        state, rules = state.reorder(index, same_source=live.numel() == active), rules.select(index)
         scores, sentences = scores[live], sentences[live]
     return finished.hyps
 
@@ -519,8 +522,8 @@ class EnsembleState:
 
     states: tuple
 
-    def reorder(self, index: Tensor) -> EnsembleState:
-        return EnsembleState(tuple(s.reorder(index) for s in self.states))
+    def reorder(self, index: Tensor, same_source: bool = False) -> EnsembleState:
+        return EnsembleState(tuple(s.reorder(index, same_source) for s in self.states))
 
 
 class EnsembleDecoder:

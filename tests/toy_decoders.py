@@ -26,7 +26,7 @@ class HistoryState:
 
     history: Tensor
 
-    def reorder(self, index: Tensor) -> HistoryState:
+    def reorder(self, index: Tensor, same_source: bool = False) -> HistoryState:
         return HistoryState(self.history.index_select(0, index))
 
 
@@ -61,8 +61,10 @@ class ToyState:
     mask: Tensor | None = None
     steps: int = 0  # tokens read so far (BOS included); the same for every row
 
-    def reorder(self, index: Tensor) -> ToyState:
+    def reorder(self, index: Tensor, same_source: bool = False) -> ToyState:
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        if same_source:
+            return ToyState(pick(self.h), self.memory, self.mask, self.steps)
         return ToyState(pick(self.h), pick(self.memory), pick(self.mask), self.steps)
 
 

@@ -30,7 +30,7 @@ GENERATION_OPTIONS = (
 
 
 def _dtypes() -> tuple[str, ...]:
-    from ..translate import DTYPES
+    from ..quantize import DTYPES
 
     return tuple(DTYPES)
 
