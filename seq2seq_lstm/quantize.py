@@ -3,9 +3,9 @@
 A suggestion or a decoding step multiplies a handful of rows by every weight matrix of the decoder once,
 so on a CPU its time is the time to read those weights from memory. bfloat16 halves the bytes; dynamic
 int8 (Jacob et al. 2018) quarters them: weights are stored as int8 with one scale per output row,
-activations are quantized on the fly, products accumulate in int32. Here the decoder's cells, its output
-projection, its output layer and its embedding go to int8; attention and the encoder (run once per
-source sentence) stay in float32.
+activations are quantized on the fly, products accumulate in int32. Here the decoder's cells, its
+embedding, its attentional and output layers, and the encoder's fused LSTM go to int8; the attention
+scores, the bridge and the encoder's per-step cells (peephole, CIFG) stay in float32.
 
     model = convert_weights(model, "int8")   # in place for bfloat16; int8 swaps modules
 """
@@ -93,7 +93,7 @@ class Int8Cell(nn.Module):
 
 def convert_weights(model: nn.Module, dtype: str) -> nn.Module:
     """``model`` (in eval mode) with the weight type ``dtype``: float32 (as trained), bfloat16 (every
-    weight), or int8 (dynamic quantization of the decoder's cells and output layers, see the module
+    weight), or int8 (dynamic quantization of the matrices a decoding step reads, see the module
     docstring). Returns the converted model; the argument is changed in place, copy it to keep it."""
     if dtype not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
@@ -104,13 +104,13 @@ def convert_weights(model: nn.Module, dtype: str) -> nn.Module:
         names = {"decoder.generator", "decoder.out_proj", "decoder.attn_out", "decoder.emb_gates"}
         if isinstance(decoder.rnn, StackedCell):
             decoder.rnn.layers = nn.ModuleList(Int8Cell(cell) for cell in decoder.rnn.layers)
-        else:  # the fused nn.LSTM, which torch quantizes itself
-            names.add("decoder.rnn")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             spec = {name: torch.ao.quantization.per_channel_dynamic_qconfig for name in names}
-            if isinstance(decoder.rnn, nn.LSTM):  # per-channel is not implemented for the LSTM
-                spec["decoder.rnn"] = torch.ao.quantization.default_dynamic_qconfig
+            # the fused nn.LSTMs (per-channel is not implemented for them): the decoder's, and the
+            # encoder's, which runs once per sentence but over all its tokens
+            lstms = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
+            spec.update({name: torch.ao.quantization.default_dynamic_qconfig for name in lstms})
             model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
         model.decoder.embed = Int8Embedding(model.decoder.embed)
         return model

@@ -14,7 +14,7 @@ DTYPE_OPTION = click.option(
     type=click.Choice(DTYPES),
     default="float32",
     show_default=True,
-    help="Weight type: bfloat16 or int8 (output layer) answer faster; probabilities change a little.",
+    help="Weight type: bfloat16 or int8 (dynamic quantization) answer faster; probabilities change a little.",
 )
 
 
