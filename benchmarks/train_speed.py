@@ -36,14 +36,18 @@ from seq2seq_lstm.train import train
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def gemm_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """Best FLOP/s of an n x n matrix product on the current torch threads."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def gemm_peak(dtype: torch.dtype, device: str = "cpu", n: int = 2048, reps: int = 10) -> float:
+    """Best FLOP/s of an n x n matrix product on the current torch threads (or the GPU)."""
+    n = n if device == "cpu" else 8192  # a GPU needs a larger product to reach its peak
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
     torch.mm(a, b)  # warm-up
+    sync()
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         torch.mm(a, b)
+        sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best
 
@@ -108,6 +112,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--precision", default="bf16-mixed", help="32-true or bf16-mixed")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    ap.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu"), help="where to train")
     ap.add_argument("--onmt", type=int, default=0, help="also train OpenNMT-py for this many seconds")
     ap.add_argument("--out", default="", help="run directory (default: a temporary one)")
     args = ap.parse_args()
@@ -135,6 +140,7 @@ def main() -> None:
             "training.progress_bar=false",
             "training.logger=none",
             f"training.num_threads={args.threads}",
+            f"training.accelerator={args.accelerator}",
         ],
     )
     timer = StepTimer()
@@ -145,17 +151,20 @@ def main() -> None:
     total = sum(s + t for _, s, t, _ in rows) / sum(step_s)
     vocab = Tokenizer.load(out / "tokenizer").tgt_vocab_size
     flops = sum(train_flops(cfg, s, t, m, vocab) for _, s, t, m in rows) / sum(dt for dt, *_ in rows)
-    peak32 = gemm_peak(torch.float32)
-    peak16 = gemm_peak(torch.bfloat16)
+    device = "cuda" if args.accelerator == "gpu" else "cpu"
+    peak32 = gemm_peak(torch.float32, device)
+    peak16 = gemm_peak(torch.bfloat16, device)
     res = {
         "toolkit": "seq2seq-lstm",
         "precision": args.precision,
+        "accelerator": args.accelerator,
         "threads": torch.get_num_threads(),
         "steps_timed": len(rows),
         "train_tok_per_s_median": round(statistics.median(tok_s), 1),
         "train_tok_per_s_total": round(total, 1),
         "step_seconds_median_max": [round(statistics.median(step_s), 3), round(max(step_s), 3)],
         "train_peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        **({"train_peak_gpu_mib": torch.cuda.max_memory_allocated() // 2**20} if device == "cuda" else {}),
         "model_gflop_per_s": round(flops / 1e9, 2),
         "gemm_peak_fp32_gflop_per_s": round(peak32 / 1e9, 1),
         "gemm_peak_bf16_gflop_per_s": round(peak16 / 1e9, 1),

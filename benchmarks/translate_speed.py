@@ -64,12 +64,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_mode(checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: str) -> tuple[dict, list[str]]:
+def run_mode(
+    checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: str, device: str
+) -> tuple[dict, list[str]]:
     from seq2seq_lstm.translate import Translator
 
     translator = Translator.from_checkpoint(
-        checkpoint, beam_size=beam, n_best=1, batch_sentences=batch, batch_tokens=1_000_000, dtype=dtype
-    )
+        checkpoint, beam_size=beam, n_best=1, batch_sentences=batch, batch_tokens=1_000_000, dtype=dtype,
+        device=device,
+    )  # fmt: skip
     translator.translate(lines[:2])  # warm-up: first-call allocations and kernel choices
     start = time.perf_counter()
     results = translator.translate_full(lines, attention=False)
@@ -83,6 +86,7 @@ def run_mode(checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: s
         "tgt_tok_per_s": round(pieces / seconds, 1),
         "mean_out_len": round(sum(len(r[0].tokens) for r in results) / len(lines), 1),
         "peak_rss_mib": round(peak_rss_mib()),
+        **({"peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20)} if device != "cpu" else {}),
     }, texts
 
 
@@ -97,6 +101,7 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {', '.join(MODES)}")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: the machine is shared)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"), help="weight type")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (int8 is CPU-only)")
     p.add_argument("--onmt-json", type=Path, help="OpenNMT-py baseline's JSON line, for ratios")
     args = p.parse_args()
     if (args.checkpoint is None) == (args.random_reference is None):
@@ -119,7 +124,7 @@ def main() -> None:
     for mode in modes:
         beam, batch = MODES[mode]
         subset = lines[: args.bs1_limit] if batch == 1 and args.bs1_limit else lines
-        results[mode], texts[mode] = run_mode(checkpoint, subset, beam, batch, args.dtype)
+        results[mode], texts[mode] = run_mode(checkpoint, subset, beam, batch, args.dtype, args.device)
         if refs is not None and len(subset) == len(lines):
             import sacrebleu
 
@@ -149,7 +154,7 @@ def main() -> None:
         verdict = "identical" if d["differ"] == 0 else f"{d['differ']} differ"
         print(f"{search}: batch 1 vs batch 32 on {d['compared']} sentences: {verdict}")
     print(json.dumps({"checkpoint": str(checkpoint), "threads": args.threads, "dtype": args.dtype,
-                      "modes": results, "batch1_vs_batch32": identical}))  # fmt: skip
+                      "device": args.device, "modes": results, "batch1_vs_batch32": identical}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ in PyTorch's order (i, f, g, o), so the standard cell's weights copy to and from
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -85,10 +86,19 @@ class LSTMCell(nn.Module):
     def forward(self, x: Tensor | None, state: State, x_gates: Tensor | None = None) -> State:
         h, c = state
         if x is not None and self.fused:
-            # One fused call: lstm_cell adds linear(x, W_ih, b) and linear(h, W_hh) and applies the gate
-            # math in C++. Precomputed gates (B, G*H) take the bias slot: addmm broadcasts them.
-            bias = self.bias if x_gates is None else x_gates
-            h, c = torch.lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, bias, None)
+            if x.device.type == "cpu":
+                # One fused call: lstm_cell adds linear(x, W_ih, b) and linear(h, W_hh) and applies the
+                # gate math in C++; precomputed gates (B, G*H) can take the bias slot (addmm broadcasts).
+                bias = self.bias if x_gates is None else x_gates
+                return torch.lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, bias, None)
+            # CUDA's lstm_cell wants two 1-D biases or none: do its two products here and call the
+            # fused gate kernel it calls itself (one kernel instead of a dozen elementwise ones)
+            if x_gates is None:
+                igates = F.linear(x, self.weight_ih, self.bias)
+            else:
+                igates = torch.addmm(x_gates, x, self.weight_ih.t())
+            hgates = torch.mm(h, self.weight_hh.t()).to(igates.dtype)
+            h, c, _ = torch.ops.aten._thnn_fused_lstm_cell(igates, hgates, c.to(igates.dtype))
             return h, c
         return self.gate_math(self._gates(x, h, x_gates), c)
 
@@ -173,6 +183,36 @@ class StackedCell(nn.Module):
             new_c.append(c)
             x = h
         return x, (new_h, new_c)
+
+
+@functools.cache
+def cpu_supports_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels for this CPU (AVX-512 or newer). On AVX2 CPUs bf16 matrix products
+    are emulated (about 10x slower than float32) and the bf16 LSTM primitive is refused."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch without the probe: assume the old behaviour
+        return True
+
+
+def run_lstm(
+    lstm: nn.LSTM, x: Tensor | nn.utils.rnn.PackedSequence, state: State | None = None
+) -> tuple[Tensor | nn.utils.rnn.PackedSequence, State]:
+    """``lstm(x, state)`` that also runs under CPU bf16 autocast on CPUs without bf16 LSTM kernels.
+
+    Autocast hands ``nn.LSTM`` to oneDNN in bf16, and oneDNN cannot build that primitive on an AVX2 CPU
+    ("could not create a primitive descriptor"); there the LSTM runs in float32 instead (autocast
+    off for this call only; everything around it stays in bf16).
+    """
+    if (
+        torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        and not cpu_supports_bf16()
+    ):
+        with torch.autocast("cpu", enabled=False):
+            state = None if state is None else (state[0].float(), state[1].float())
+            return lstm(x.float(), state)
+    return lstm(x, state)
 
 
 @torch.no_grad()

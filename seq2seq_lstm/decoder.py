@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import ATTENTIONS
-from .cells import CELLS, LayerStates, StackedCell
+from .cells import CELLS, LayerStates, StackedCell, run_lstm
 from .tokenizer import PAD_ID
 
 
@@ -210,7 +210,7 @@ class Decoder(nn.Module):
         """
         emb = F.dropout(self.embed(tgt_in), self.dropout, self.training)  # (B, T, E)
         if self.fused:
-            top, (h, c) = self.rnn(emb, (state.h, state.c))  # (B, T, H)
+            top, (h, c) = run_lstm(self.rnn, emb, (state.h, state.c))  # (B, T, H)
             out, _ = self._attend(top, state)  # attention batched over all T steps
             return self._logits(out), dataclasses.replace(state, h=h, c=c)
         gates = self._input_gates(emb)  # (B, T, G*H): one GEMM for all steps
@@ -229,7 +229,7 @@ class Decoder(nn.Module):
         """One token per sentence: tokens (B,) -> log-probs (B, V) float32, new state, attention (B, S)."""
         emb = F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
         if self.fused:
-            top, (h, c) = self.rnn(emb.unsqueeze(1), (state.h, state.c))  # (B, 1, H)
+            top, (h, c) = run_lstm(self.rnn, emb.unsqueeze(1), (state.h, state.c))  # (B, 1, H)
             out, weights = self._attend(top.squeeze(1), state)
             new_state = dataclasses.replace(state, h=h, c=c)
         else:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .cells import CELLS
+from .cells import CELLS, run_lstm
 from .tokenizer import PAD_ID
 
 State = tuple[Tensor, Tensor]
@@ -49,7 +49,7 @@ class PackedLSTM(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor, mask: Tensor) -> tuple[Tensor, State]:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, c) = self.lstm(packed)
+        out, (h, c) = run_lstm(self.lstm, packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, S, H)
         L, D = self.lstm.num_layers, self.num_directions
         return out, (_merge_directions(h, L, D), _merge_directions(c, L, D))

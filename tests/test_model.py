@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from seq2seq_lstm import cells
 from seq2seq_lstm.config import Config, ModelConfig
 from seq2seq_lstm.decoder import Decoder, DecoderState
 from seq2seq_lstm.encoder import Encoder, reverse_padded
@@ -270,14 +271,21 @@ def test_model_summary_counts_tied_parameters_once():
 @pytest.mark.parametrize(
     "cell,input_feeding", [("lstm", True), ("lstm", False), ("peephole", True), ("cifg", False)]
 )
-def test_bf16_autocast_trains_and_stays_close_to_fp32(cell, input_feeding):
-    # the CPU/GPU mixed-precision path (training.precision: bf16-mixed) runs every op and gives finite grads
+@pytest.mark.parametrize("bf16_kernels", ["this cpu", "none"])
+def test_bf16_autocast_trains_and_stays_close_to_fp32(cell, input_feeding, bf16_kernels, monkeypatch):
+    # the CPU/GPU mixed-precision path (training.precision: bf16-mixed) runs every op and gives finite grads;
+    # "none" simulates an AVX2 CPU, whose oneDNN has no bf16 LSTM: nn.LSTM must run in float32 there
+    if bf16_kernels == "none":
+        monkeypatch.setattr(cells, "cpu_supports_bf16", lambda: False)
     torch.manual_seed(9)
     model = Seq2Seq(tiny(cell=cell, input_feeding=input_feeding, bidirectional=True), SRC_V, TGT_V).train()
     src, lens, tgt_in = batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
+        memory, _, _ = model.encoder(src, lens)
         logits = model(src, lens, tgt_in)
     assert logits.dtype == torch.bfloat16
+    if bf16_kernels == "none":
+        assert memory.dtype == torch.float32  # the encoder's nn.LSTM ran outside autocast
     with torch.no_grad():
         reference = model.eval()(src, lens, tgt_in)
     model.train()

