@@ -45,9 +45,9 @@ def test_help_lists_the_groups_and_documents_every_option():
     out = run("--help").output
     assert "tokenizer" in out and "data" in out
     from seq2seq_lstm.cli.data import stats
-    from seq2seq_lstm.cli.tokenizer import encode, train
+    from seq2seq_lstm.cli.tokenizer import decode, encode, train
 
-    for command in (train, encode, stats):
+    for command in (train, encode, decode, stats):
         for param in command.params:
             if param.param_type_name == "option":
                 assert param.help, f"{command.name} {param.opts} has no help text"
@@ -97,6 +97,23 @@ def test_train_from_inputs_with_options(tmp_path):
     tok = Tokenizer.load(out)
     first = " ".join(map(str, tok.encode_tgt(["El perro es negro."])[0]))
     assert result.exit_code == 0 and result.output.splitlines()[0] == first
+    # decode is encode's inverse, from ids and from pieces
+    ids_file, pieces_file = tmp_path / "ids.txt", tmp_path / "pieces.txt"
+    ids_file.write_text(result.output, encoding="utf-8")
+    back = run("tokenizer", "decode", "--model", out, "--side", "tgt", "--ids", ids_file)
+    assert back.exit_code == 0, back.output
+    assert back.output == (TINY / "valid.es").read_text(encoding="utf-8")
+    split = run("tokenizer", "encode", "--model", out, "--side", "tgt", TINY / "valid.es")
+    pieces_file.write_text(split.output, encoding="utf-8")
+    back = run("tokenizer", "decode", "--model", out, "--side", "tgt", pieces_file)
+    assert back.output == (TINY / "valid.es").read_text(encoding="utf-8")
+    ids_file.write_text("5 6\n7 x9\n", encoding="utf-8")
+    bad = run("tokenizer", "decode", "--model", out, "--ids", ids_file)
+    assert bad.exit_code == 1
+    assert bad.output == (
+        f"Error: {ids_file} line 2: 'x9' is not a piece id of this tokenizer (0 to 329); "
+        "drop --ids to read piece strings\n"
+    )
 
 
 def test_lm_tokenizer_from_one_input(tmp_path):

@@ -1,4 +1,4 @@
-"""``s2s tokenizer train`` and ``s2s tokenizer encode``: SentencePiece models with fixed special ids.
+"""``s2s tokenizer train``, ``encode`` and ``decode``: SentencePiece models with fixed special ids.
 
 The heavy modules (sentencepiece, datasets) are imported inside the commands so ``s2s --help`` stays
 fast; ``seq2seq_lstm.config`` is light (yaml only) and supplies the option choices.
@@ -146,21 +146,25 @@ def train(
         click.echo(f"vocabulary: source {tok.src_vocab_size} pieces, target {tok.tgt_vocab_size} pieces")
 
 
-@tokenizer.command()
-@click.option(
+_model_option = click.option(
     "--model",
     "model_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Tokenizer directory (spm.model, or src.model and tgt.model).",
 )
-@click.option(
+_side_option = click.option(
     "--side",
     type=click.Choice(["src", "tgt"]),
     default="src",
     show_default=True,
     help="Which model to use when source and target have separate ones.",
 )
+
+
+@tokenizer.command()
+@_model_option
+@_side_option
 @click.option("--pieces/--ids", default=True, show_default=True, help="Print piece strings or piece ids.")
 @click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
 def encode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
@@ -176,3 +180,34 @@ def encode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
         out = [" ".join(map(str, x)) for x in ids]
     for line in out:
         click.echo(line)
+
+
+@tokenizer.command()
+@_model_option
+@_side_option
+@click.option("--pieces/--ids", default=True, show_default=True, help="Read piece strings or piece ids.")
+@click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
+def decode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
+    """Join the space-separated pieces (or ids) of each line of INPUT_FILE back into text: encode's inverse.
+
+    Special pieces (<pad>, <s>, </s>) are dropped; byte pieces are joined back into their characters.
+    """
+    from ..errors import UserError
+    from ..tokenizer import Tokenizer
+
+    sp = Tokenizer.load(model_dir).sp(side)
+    size, name = sp.get_piece_size(), getattr(input_file, "name", "<stdin>")
+    out = []
+    for n, line in enumerate(input_file, 1):
+        tokens = line.split()
+        if pieces:
+            out.append(sp.decode(tokens))
+            continue
+        for t in tokens:
+            if not t.isdigit() or int(t) >= size:
+                raise UserError(
+                    f"{name} line {n}: {t!r} is not a piece id of this tokenizer (0 to {size - 1}); "
+                    "drop --ids to read piece strings"
+                )
+        out.append(sp.decode([int(t) for t in tokens]))
+    click.echo("\n".join(out) + ("\n" if out else ""), nl=False)  # all or nothing: no half output
