@@ -237,20 +237,29 @@ class Seq2SeqSystem(L.LightningModule):
     # ---------------------------------------------------------------------------------- validation
 
     def on_validation_epoch_start(self) -> None:
-        self._val = {"nll": torch.zeros((), device=self.device, dtype=torch.float64), "tokens": 0, "rows": []}
+        self._val = {"loss": {}, "rows": []}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss_sum, _, tokens = self._token_losses(batch, smoothing=0.0)
-        self._val["nll"] += loss_sum.double()
-        self._val["tokens"] += int(tokens)
+        target = batch["tgt_out"]  # (B, T)
+        logits = self(batch).float()  # (B, T, V)
+        nll = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=PAD_ID, reduction="none")  # (B, T)
+        # kept per sentence: under DDP the shards are evened out by repeating batches, and a sentence
+        # seen twice must count once (the sentence index is the key)
+        sums, tokens = nll.double().sum(1).tolist(), (target != PAD_ID).sum(1).tolist()
+        self._val["loss"].update(zip(batch["index"].tolist(), zip(sums, tokens, strict=True), strict=True))
+
+    def _gather(self, part: Any) -> list[Any]:
+        """Every rank's ``part`` (a list with this rank's alone when not distributed)."""
+        if self.trainer.world_size == 1 or not torch.distributed.is_initialized():
+            return [part]
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, part)
+        return gathered
 
     def on_validation_epoch_end(self) -> None:
-        stats = torch.stack(
-            [self._val["nll"], torch.tensor(float(self._val["tokens"]), device=self.device).double()]
-        )
-        if self.trainer.world_size > 1:
-            stats = self.trainer.strategy.reduce(stats, reduce_op="sum")
-        nll = (stats[0] / stats[1].clamp(min=1)).float()
+        losses = {i: v for part in self._gather(self._val["loss"]) for i, v in part.items()}
+        total, tokens = sum(v[0] for v in losses.values()), sum(v[1] for v in losses.values())
+        nll = torch.tensor(total / max(tokens, 1), dtype=torch.float32)
         metrics = {"val_loss": nll, "val_ppl": torch.exp(nll.clamp(max=50))}
         metrics.update(self._score_decoded())
         for name, value in metrics.items():
@@ -338,11 +347,7 @@ class TranslationSystem(Seq2SeqSystem):
     def _score_decoded(self) -> dict[str, Tensor]:
         import sacrebleu
 
-        rows = self._val["rows"]
-        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
-            gathered: list[list] = [[] for _ in range(self.trainer.world_size)]
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [r for part in gathered for r in part]
+        rows = [r for part in self._gather(self._val["rows"]) for r in part]
         unique = dict(sorted((i, (h, r)) for i, h, r in rows))  # DDP pads shards by repeating batches
         if not unique:
             return {"val_bleu": torch.tensor(0.0), "val_chrf": torch.tensor(0.0)}

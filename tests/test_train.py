@@ -202,8 +202,9 @@ def test_ddp_on_two_cpu_processes_matches_accumulation_on_one(tmp_path):
     exactly gradient accumulation over the same W batches on one process (Lightning divides by W).
     The sampler gives rank r the batches r, r+W, ... of the same epoch order, so ``devices=2`` and
     ``accumulate=2`` see the same batch pairs. The epoch holds an even number of batches (8 sentences
-    of one length each, at most 8 per batch) so that no partial accumulation happens at epoch ends."""
-    data = write_reverse_task(tmp_path, n_train=64, n_test=16, lengths=(5, 5))
+    of one length each, at most 8 per batch) so that no partial accumulation happens at epoch ends.
+    The validation set has 3 batches, so rank 1 gets a repeat of batch 0: it must not count twice."""
+    data = write_reverse_task(tmp_path, n_train=64, n_test=24, lengths=(5, 5))
     common = ["--set=data.max_sentences=8", "--set=data.batch_tokens=500", "--set=training.log_every_steps=1",
               "--set=training.val_every_steps=6", "--set=training.max_steps=6",
               "--accelerator=cpu"]  # fmt: skip
