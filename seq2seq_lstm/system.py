@@ -296,13 +296,20 @@ class Seq2SeqSystem(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = save_checkpoint_info(self.cfg, self.tokenizer)
-        info["rng"] = rng_state()
+        # every rank's own RNG: their draws differ with their batches' shapes, so one rank's state
+        # restored everywhere would resume the other ranks' dropout differently (called on every rank)
+        info["rng_ranks"] = self._gather(rng_state())
+        info["rng"] = info["rng_ranks"][0]
         info["val"] = dict(self.val_metrics)
         checkpoint[CKPT_KEY] = info
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get(CKPT_KEY, {})
-        self._pending_rng = info.get("rng")
+        ranks = info.get("rng_ranks") or []
+        attached = self._trainer is not None
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if attached else (0, 1)
+        # resumed on another number of processes: rank 0's state is the best there is
+        self._pending_rng = ranks[rank] if len(ranks) == world else info.get("rng")
         self.val_metrics = dict(info.get("val", {}))
 
 

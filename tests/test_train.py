@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file, load_for_inference
+from seq2seq_lstm.checkpoint import CKPT_KEY, RunDir, load_checkpoint_file, load_for_inference
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config
 from seq2seq_lstm.errors import UserError
@@ -227,6 +227,34 @@ def test_ddp_on_two_cpu_processes_matches_accumulation_on_one(tmp_path):
     assert load_checkpoint_file(RunDir(tmp_path / "ddp").last_ckpt)["global_step"] == 6
     for name in ws:
         torch.testing.assert_close(wd[name], ws[name], atol=1e-4, rtol=1e-4)
+
+
+def test_ddp_resume_restores_every_ranks_rng(tmp_path):
+    """DDP 6 steps == DDP 3 steps + resume to 6, with dropout on. Sentences of mixed lengths make the
+    ranks draw different amounts of randomness, so their RNG states part; restoring rank 0's state on
+    both ranks would change rank 1's dropout masks after the resume and with them the weights."""
+    data = write_reverse_task(tmp_path, n_train=64, n_test=8, lengths=(2, 9))
+    base = [f"--set={s}" for s in _reverse_sets(data)] + [
+        "--set=data.max_sentences=8", "--set=data.batch_tokens=500", "--set=model.dropout=0.3",
+        "--set=training.val_every_steps=3", "--accelerator=cpu", "--devices=2", "--strategy=ddp",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def run(name: str, steps: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(TINY), *base,
+               f"--max-steps={steps}", "--out-dir", str(tmp_path / name), *extra]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run("full", 6)
+    run("half", 3)
+    ranks = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)[CKPT_KEY]["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    run("half", 6, "--resume")
+    wa = load_checkpoint_file(RunDir(tmp_path / "full").last_ckpt)["state_dict"]
+    wb = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["state_dict"]
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
 
 
 def _reverse_sets(data: Path) -> list[str]:
