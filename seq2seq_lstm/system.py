@@ -140,6 +140,7 @@ class Seq2SeqSystem(L.LightningModule):
         self._last_time: float | None = None  # when the previous training step started (tokens/s)
         self._last_tokens = 0
         self._pending_rng: dict[str, Any] | None = None  # restored before the first step after a resume
+        self._pending_plateau: float | None = None  # a validation score the resumed scheduler has not seen
         self._fresh_monitor = False  # a validation result the plateau scheduler has not seen yet
         self._val: dict[str, Any] = {}
         self.val_metrics: dict[str, float] = {}  # the latest validation results (stored in checkpoints)
@@ -163,6 +164,13 @@ class Seq2SeqSystem(L.LightningModule):
             # restored here, not in on_load_checkpoint: loaders created between the two draw from the RNG
             set_rng_state(self._pending_rng)
             self._pending_rng = None
+        if self._pending_plateau is not None:
+            # the plateau update Lightning makes right after a validation, which the resumed checkpoint
+            # was written before: make it now, before the first step, as the uninterrupted run did
+            scheduler = self.lr_schedulers()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                self.lr_scheduler_step(scheduler, torch.tensor(self._pending_plateau))
+            self._pending_plateau = None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss_sum, flat, tokens = self._token_losses(batch, self.cfg.training.label_smoothing)
@@ -301,6 +309,8 @@ class Seq2SeqSystem(L.LightningModule):
         info["rng_ranks"] = self._gather(rng_state())
         info["rng"] = info["rng_ranks"][0]
         info["val"] = dict(self.val_metrics)
+        # a validation's checkpoint is written before Lightning hands its score to the plateau scheduler
+        info["fresh_monitor"] = self._fresh_monitor
         checkpoint[CKPT_KEY] = info
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -311,6 +321,8 @@ class Seq2SeqSystem(L.LightningModule):
         # resumed on another number of processes: rank 0's state is the best there is
         self._pending_rng = ranks[rank] if len(ranks) == world else info.get("rng")
         self.val_metrics = dict(info.get("val", {}))
+        self._fresh_monitor = bool(info.get("fresh_monitor", False))
+        self._pending_plateau = self.val_metrics.get(self.monitor) if self._fresh_monitor else None
 
 
 class TranslationSystem(Seq2SeqSystem):

@@ -282,7 +282,7 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
         enable_version_counter=False,
         every_n_train_steps=None if validate else (t.val_every_steps or None),
     )
-    callbacks: list[Any] = [checkpoint, FinalCheckpoint(run.last_ckpt), *extra]
+    callbacks: list[Any] = [checkpoint, LastCheckpoint(run.last_ckpt), *extra]
     if t.patience:
         callbacks.append(EarlyStopping(monitor=system.monitor, mode=system.monitor_mode, patience=t.patience))
     if t.progress_bar:
@@ -326,13 +326,16 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
     }
 
 
-class FinalCheckpoint(Checkpoint):
-    """Writes last.ckpt after the final training step, so --resume continues from the very end.
+class LastCheckpoint(Checkpoint):
+    """Writes last.ckpt, the state ``--resume`` continues, after every validation and the final step.
 
-    It saves inside the loop (like ModelCheckpoint's step checkpoints) rather than after ``fit``: by
-    then Lightning has closed the epoch, and a resume would skip the rest of it. Being a ``Checkpoint``
-    it runs after the Timer that sets ``should_stop`` at ``max_time``; a validation due at the same
-    step saves last.ckpt again afterwards, with the later state.
+    Lightning's ModelCheckpoint rewrites ``last`` at a validation only when the score improved, so a
+    run stopped after a worse validation would resume from an older state (and its plateau scheduler
+    and early stopping would miss that validation). The final step is saved inside the loop (like
+    step checkpoints) rather than after ``fit``: by then Lightning has closed the epoch, and a resume
+    would skip the rest of it. Being a ``Checkpoint`` this runs after the Timer that sets
+    ``should_stop`` at ``max_time`` and after EarlyStopping; a validation due at the final step saves
+    last.ckpt again afterwards, with the later state.
     """
 
     def __init__(self, path: Path) -> None:
@@ -347,6 +350,10 @@ class FinalCheckpoint(Checkpoint):
             or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
             or (last_epoch and batch_idx + 1 >= trainer.num_training_batches)
         ):
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if not trainer.sanity_checking:
             trainer.save_checkpoint(self.path, weights_only=False)
 
 

@@ -100,17 +100,26 @@ def test_reverse_task_is_learned_to_95_percent_exact_match(tmp_path):
     assert summary.best_val_bleu is not None and summary.best_val_bleu > 90
 
 
-def test_resume_continues_the_same_loss_curve(tmp_path):
-    # dropout on: the RNG must be restored too; 4 steps end mid-epoch (3 batches per epoch): sampler position
-    sets = ("training.log_every_steps=1", "training.val_every_steps=3", "model.dropout=0.2")
+@pytest.mark.parametrize("schedule", ["constant", "plateau"])
+def test_resume_continues_the_same_loss_curve(tmp_path, schedule):
+    # dropout on: the RNG must be restored too; 4 steps end mid-epoch (3 batches per epoch): sampler position.
+    # plateau: validations at steps 2 and 4 without a better BLEU halve the lr after step 4, so the resume
+    # from step 4's checkpoint must still feed that validation to the scheduler
+    sets = ("training.log_every_steps=1", "model.dropout=0.2", f"training.schedule={schedule}",
+            "training.val_every_steps=" + ("2" if schedule == "plateau" else "3"),
+            "training.plateau_patience=0")  # fmt: skip
     full = train(tiny_config(tmp_path / "full", "training.max_steps=8", *sets))
     train(tiny_config(tmp_path / "half", "training.max_steps=4", *sets))
     resumed = train(tiny_config(tmp_path / "half", "training.max_steps=8", *sets), resume=True)
     assert full.steps == resumed.steps == 8
-    a, b = train_losses(full.out_dir), train_losses(resumed.out_dir)
+    a_dir, b_dir = full.out_dir, resumed.out_dir
+    a, b = train_losses(a_dir), train_losses(b_dir)
     assert sorted(a) == sorted(b) == list(range(8))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-5), step
+    lrs = [{int(r["step"]): float(r["lr"]) for r in read_metrics(x) if r.get("lr")} for x in (a_dir, b_dir)]
+    assert lrs[0] == lrs[1]
+    assert (min(lrs[0].values()) < max(lrs[0].values())) == (schedule == "plateau")
     wa = load_checkpoint_file(RunDir(full.out_dir).last_ckpt)["state_dict"]
     wb = load_checkpoint_file(RunDir(resumed.out_dir).last_ckpt)["state_dict"]
     for name in wa:
