@@ -205,6 +205,15 @@ def test_cli_nan_loss_is_one_line_and_exit_1(tmp_path):
     assert "Traceback" not in result.output
 
 
+def train_in_subprocess(out_dir: Path, *args: str) -> None:
+    """``s2s train`` on the tiny config in a fresh process (DDP spawns its ranks from the command line)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(TINY), *args]
+    cmd += ["--out-dir", str(out_dir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_accumulation_on_one(tmp_path):
     """DDP averages the gradients of W per-rank batches, each normalized by its own tokens: that is
@@ -218,16 +227,12 @@ def test_ddp_on_two_cpu_processes_matches_accumulation_on_one(tmp_path):
               "--set=training.val_every_steps=6", "--set=training.max_steps=6",
               "--accelerator=cpu"]  # fmt: skip
     base = [f"--set={s}" for s in _reverse_sets(data)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     runs = {
         "ddp": ["--devices=2", "--strategy=ddp"],
         "single": ["--devices=1", "--set=training.accumulate=2"],
     }
     for name, extra in runs.items():
-        cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(TINY), *base, *common, *extra,
-               "--out-dir", str(tmp_path / name)]  # fmt: skip
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        train_in_subprocess(tmp_path / name, *base, *common, *extra)
     val = {n: [float(r["val_loss"]) for r in read_metrics(tmp_path / n) if r.get("val_loss")] for n in runs}
     assert len(val["ddp"]) == len(val["single"]) == 1
     assert val["ddp"][0] == pytest.approx(val["single"][0], abs=1e-4)
@@ -238,6 +243,7 @@ def test_ddp_on_two_cpu_processes_matches_accumulation_on_one(tmp_path):
         torch.testing.assert_close(wd[name], ws[name], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ddp_resume_restores_every_ranks_rng(tmp_path):
     """DDP 6 steps == DDP 3 steps + resume to 6, with dropout on. Sentences of mixed lengths make the
     ranks draw different amounts of randomness, so their RNG states part; restoring rank 0's state on
@@ -247,19 +253,11 @@ def test_ddp_resume_restores_every_ranks_rng(tmp_path):
         "--set=data.max_sentences=8", "--set=data.batch_tokens=500", "--set=model.dropout=0.3",
         "--set=training.val_every_steps=3", "--accelerator=cpu", "--devices=2", "--strategy=ddp",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-
-    def run(name: str, steps: int, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(TINY), *base,
-               f"--max-steps={steps}", "--out-dir", str(tmp_path / name), *extra]  # fmt: skip
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-
-    run("full", 6)
-    run("half", 3)
+    train_in_subprocess(tmp_path / "full", *base, "--max-steps=6")
+    train_in_subprocess(tmp_path / "half", *base, "--max-steps=3")
     ranks = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)[CKPT_KEY]["rng_ranks"]
     assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
-    run("half", 6, "--resume")
+    train_in_subprocess(tmp_path / "half", *base, "--max-steps=6", "--resume")
     wa = load_checkpoint_file(RunDir(tmp_path / "full").last_ckpt)["state_dict"]
     wb = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["state_dict"]
     for name in wa:
