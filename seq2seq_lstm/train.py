@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,11 @@ def train(
     system = SYSTEMS[cfg.task](cfg, model, tokenizer)
 
     trainer = L.Trainer(**_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {}))
-    trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    with warnings.catch_warnings():
+        # The plateau scheduler is stepped only on fresh validation results (system.lr_scheduler_step);
+        # before the first validation Lightning finds no score and says so once: expected, not news.
+        warnings.filterwarnings("ignore", message="ReduceLROnPlateau conditioned on metric")
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     summary_info = _export_best(trainer, system, run) if trainer.is_global_zero else {}
     return TrainSummary(

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -108,7 +109,11 @@ def test_resume_continues_the_same_loss_curve(tmp_path, schedule):
     sets = ("training.log_every_steps=1", "model.dropout=0.2", f"training.schedule={schedule}",
             "training.val_every_steps=" + ("2" if schedule == "plateau" else "3"),
             "training.plateau_patience=0")  # fmt: skip
-    full = train(tiny_config(tmp_path / "full", "training.max_steps=8", *sets))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        full = train(tiny_config(tmp_path / "full", "training.max_steps=8", *sets))
+    # no "ReduceLROnPlateau conditioned on metric val_bleu which is not available" before the first validation
+    assert not [w for w in seen if "ReduceLROnPlateau" in str(w.message)]
     train(tiny_config(tmp_path / "half", "training.max_steps=4", *sets))
     resumed = train(tiny_config(tmp_path / "half", "training.max_steps=8", *sets), resume=True)
     assert full.steps == resumed.steps == 8
