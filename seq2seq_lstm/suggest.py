@@ -144,6 +144,16 @@ def parse_typed(text: str, max_chars: int, sentence_scope: bool = True) -> Typed
 # Per-piece facts, computed once per vocabulary
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """Pieces allowed next, as :meth:`PieceTable.allowed_after` caches them for the word beam."""
+
+    ids: Tensor  # (N,) long
+    id_list: list[int]  # the same ids, for Python lookups
+    close_at: list[int]  # positions in ids of pieces that end the word inside themselves ("▁etc.")
+    close_mask: Tensor | None  # (N,) bool, True at close_at; None when there are none
+
+
 class PieceTable:
     """What every piece means for word building, as lists and boolean masks over the vocabulary (V,).
 
@@ -200,16 +210,16 @@ class PieceTable:
         self.bare_mask, self.bare = bare, bare.tolist()
         self.has_close = bool(self.close.any())
         self._compat: dict[tuple[str, bool], tuple[Tensor, Tensor]] = {}
-        self._ids: dict[tuple[str, str, bool], Tensor] = {}
+        self._ids: dict[tuple[str, str, bool], Allowed] = {}
 
-    def allowed_after(self, phase: str, rest: str, exact: bool) -> Tensor:
-        """Ids (N,) of the pieces that may come next in ``phase`` with ``rest`` still to be typed.
+    def allowed_after(self, phase: str, rest: str, exact: bool) -> Allowed:
+        """The pieces that may come next in ``phase`` with ``rest`` still to be typed (cached per key).
 
         Ids, not a mask: inside a word only a few hundred of the V pieces qualify (fewer once letters
         are typed), and picking the best among those is much cheaper than masking all V."""
         key = (phase, rest, exact)
-        ids = self._ids.get(key)
-        if ids is None:
+        allowed = self._ids.get(key)
+        if allowed is None:
             if len(self._ids) > 4096:
                 self._ids.clear()
             mask = self.allowed[phase]
@@ -218,8 +228,12 @@ class PieceTable:
             else:
                 long, short = self.compatible(rest, exact)
                 mask = mask & (long | short)
-            ids = self._ids[key] = mask.nonzero().squeeze(1)
-        return ids
+            ids = mask.nonzero().squeeze(1)
+            close = self.close[ids]
+            allowed = self._ids[key] = Allowed(
+                ids, ids.tolist(), close.nonzero().squeeze(1).tolist(), close if bool(close.any()) else None
+            )
+        return allowed
 
     def compatible(self, rest: str, exact: bool) -> tuple[Tensor, Tensor]:
         """Masks (V,) of pieces consistent with ``rest``, the typed characters still to be matched.
@@ -507,21 +521,28 @@ class SuggestSession:
                     groups.setdefault((hyp.phase, partial[len(hyp.text) :]), []).append(h)
                 cands: list[tuple[float, int, int]] = []  # (log-prob, hypothesis, piece)
                 for (phase, rest), members in groups.items():
-                    ids = table.allowed_after(phase, rest, exact)
-                    if not len(ids):
+                    allowed = table.allowed_after(phase, rest, exact)
+                    if not allowed.id_list:
                         continue
-                    lp = torch.stack([nodes[h][0] for h in members]).index_select(1, ids)  # (G, N)
-                    lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
-                    if table.has_close:  # pieces that end the word inside themselves ("▁etc.") are words
-                        for g, n in table.close[ids].expand_as(lp).nonzero().tolist():
-                            word = hyps[members[g]].text + table.leads[int(ids[n])]
-                            if not exact or word == partial:
-                                _add(words, word, lp[g, n].item())
-                        lp.masked_fill_(table.close[ids], -math.inf)
+                    if len(members) == 1:  # the common case: no stacking, a scalar offset
+                        lp = nodes[members[0]][0].index_select(0, allowed.ids).unsqueeze(0)  # (1, N)
+                        lp += hyps[members[0]].logp
+                    else:
+                        lp = torch.stack([nodes[h][0] for h in members]).index_select(
+                            1, allowed.ids
+                        )  # (G, N)
+                        lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
+                    if allowed.close_mask is not None:  # pieces that end the word inside themselves are words
+                        for g, row in enumerate(lp[:, allowed.close_at].tolist()):
+                            for n, value in zip(allowed.close_at, row, strict=True):
+                                word = hyps[members[g]].text + table.leads[allowed.id_list[n]]
+                                if not exact or word == partial:
+                                    _add(words, word, value)
+                        lp.masked_fill_(allowed.close_mask, -math.inf)
                     top, flat = lp.view(-1).topk(min(s.beam, lp.numel()))
-                    n_ids = len(ids)
+                    n_ids = len(allowed.id_list)
                     cands += [
-                        (t, members[f // n_ids], int(ids[f % n_ids]))
+                        (t, members[f // n_ids], allowed.id_list[f % n_ids])
                         for t, f in zip(top.tolist(), flat.tolist(), strict=True)
                         if t > -math.inf
                     ]
