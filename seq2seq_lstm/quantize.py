@@ -3,9 +3,12 @@
 A suggestion or a decoding step multiplies a handful of rows by every weight matrix of the decoder once,
 so on a CPU its time is the time to read those weights from memory. bfloat16 halves the bytes; dynamic
 int8 (Jacob et al. 2018) quarters them: weights are stored as int8 with one scale per output row,
-activations are quantized on the fly, products accumulate in int32. Here the decoder's cells, its
-embedding, its attentional and output layers, and the encoder's fused LSTM go to int8; the attention
-scores, the bridge and the encoder's per-step cells (peephole, CIFG) stay in float32.
+activations are quantized on the fly over a range that does not depend on the batch (fixed by
+construction, or one per row: :class:`Int8Linear`), products accumulate exactly in int32. Here the
+decoder's cells (a fused ``nn.LSTM`` decoder becomes a stack of cells first), its embedding, its
+attentional and output layers go to int8. The encoder, the bridge and the attention scores stay in
+float32: they run once per sentence or are cheap, and torch's int8 LSTM (the encoder's fused loop) would
+take its activation range from the whole batch.
 
     model = convert_weights(model, "int8")   # in place for bfloat16; int8 swaps modules
 """
@@ -23,15 +26,61 @@ from .errors import UserError
 DTYPES = ("float32", "bfloat16", "int8")
 
 
-def _int8_linear(weight: Tensor) -> nn.Module:
-    """A dynamic int8 ``Linear`` (no bias) with per-output-row weight scales: LSTM gate blocks and
-    vocabulary rows differ in range, so one scale per row keeps more precision than one per matrix."""
-    linear = nn.Linear(weight.size(1), weight.size(0), bias=False)
-    linear.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
-    spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-    with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), spec, dtype=torch.qint8)[0]
+class Int8Linear(nn.Module):
+    """``x W^T + b`` with W in int8 (one scale per output row) and x quantized on the fly, with an
+    activation range that does not depend on the other rows of the batch.
+
+    Why: torch's dynamic quantization takes one activation range per call from the batch's own min
+    and max, so a sentence's numbers depended on its batch neighbours, and so did its translation (77
+    of 100 Bible test sentences changed between batch 1 and batch 32). Here each output row is a
+    function of its own input row: the int32 accumulation is exact and the rest is elementwise.
+
+    fbgemm's kernel derives the range from its input, so two pinning rows fix it:
+
+    * ``bound`` given: the inputs are known to lie in [-bound, bound] (an LSTM's h, a tanh output, an
+      attention context): pins at +-bound, nothing else to do.
+    * ``bound=None``: each row is divided by its largest magnitude (then spans [-1, 1], pins at +-1) and
+      the output is scaled back, i.e. one quantization scale per row ("per token"): for inputs without
+      a tight bound (embedding rows, whose magnitudes differ a lot from row to row).
+
+    An input outside ``bound`` widens the range for its whole call (still correct, no longer
+    batch-independent); the callers pass bounds that hold by construction.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, bound: float | None = None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        linear = nn.Linear(self.in_features, self.out_features, bias=False)
+        linear.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
+        spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+        with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
+            warnings.simplefilter("ignore")
+            self.inner = torch.ao.quantization.quantize_dynamic(
+                nn.Sequential(linear), spec, dtype=torch.qint8
+            )[0]
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
+        self.bound = bound
+        pin = 1.0 if bound is None else float(bound)
+        pins = torch.tensor([[pin], [-pin]]).expand(2, self.in_features).clone()
+        self.register_buffer("pins", pins, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in_features) -> (..., out_features) float32."""
+        rows = x.reshape(-1, self.in_features).float()  # (M, K)
+        scale = None
+        if self.bound is None:
+            scale = rows.abs().amax(1, keepdim=True).clamp_min(1e-30)  # (M, 1); a zero row stays zero
+            rows = rows / scale
+        # fbgemm's kernel on the packed int8 weight; reduce_range=True (7-bit activations, as torch's own
+        # dynamic Linear): no int16 partial sum saturates on AVX2, so the int32 result is exact
+        packed = self.inner._packed_params._packed_params
+        rows = torch.cat([rows, self.pins])  # (M + 2, K)
+        y = torch.ops.quantized.linear_dynamic.default(rows, packed, True)[:-2]  # (M, N)
+        if scale is not None:
+            y = y * scale if self.bias is None else torch.addcmul(self.bias, y, scale)
+        elif self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
 
 
 class Int8Embedding(nn.Module):
@@ -55,63 +104,104 @@ class Int8Embedding(nn.Module):
 
 
 class Int8Cell(nn.Module):
-    """A cell of :mod:`seq2seq_lstm.cells` whose two matrix products run in dynamic int8.
+    """A cell of :mod:`seq2seq_lstm.cells` whose matrix products run in int8 (:class:`Int8Linear`).
 
     Same interface as the cell (``input_gates``, ``forward(x, (h, c), x_gates)``, ``bias``); the gate
-    math (standard, peephole or CIFG) is the wrapped cell's own, in float32.
+    math (standard, peephole or CIFG) is the wrapped cell's own, in float32. With ``joint`` (a cell
+    always called with an input ``x`` that, like h, is an LSTM or tanh output in [-1, 1]: upper layers,
+    the input-fed first layer) ``[x; h]`` goes through one product with ``[W_ih W_hh]``: one kernel
+    call instead of two, and one quantization range is right for both halves. Otherwise W_ih and W_hh
+    are apart, so that ``input_gates`` can project an embedding with a scale per row.
     """
 
     fused = False
 
-    def __init__(self, cell: LSTMCell) -> None:
+    def __init__(self, cell: LSTMCell, joint: bool = False) -> None:
         super().__init__()
         self.cell = cell
         self.hidden_size, self.input_size = cell.hidden_size, cell.input_size
-        self.ih = _int8_linear(cell.weight_ih)  # (G*H, I)
-        self.hh = _int8_linear(cell.weight_hh)  # (G*H, H)
+        self.joint = joint
+        # h = o * tanh(c) lies in (-1, 1); so does a joint cell's x (see above): a fixed range of [-1, 1]
+        if joint:
+            self.ihh = Int8Linear(torch.cat([cell.weight_ih, cell.weight_hh], 1), bound=1.0)  # (G*H, I+H)
+        else:
+            self.ih = Int8Linear(cell.weight_ih)  # (G*H, I): an embedding, a scale per row
+            self.hh = Int8Linear(cell.weight_hh, bound=1.0)  # (G*H, H)
         self.bias = cell.bias
         # the float weights stay reachable through self.cell; drop them so the model really shrinks
         cell.weight_ih = cell.weight_hh = None
 
     def input_gates(self, x: Tensor) -> Tensor:
         """(..., I) -> (..., G*H), bias included."""
+        if self.joint:
+            raise RuntimeError("a joint Int8Cell has no separate input weights")
         gates = self.ih(x)
         return gates if self.bias is None else gates + self.bias
 
     def forward(self, x: Tensor | None, state: tuple[Tensor, Tensor], x_gates: Tensor | None = None):
         """x (B, I) or None, (h, c) each (B, H), x_gates (B, G*H) or None -> the new (h, c)."""
         h, c = state
-        gates = self.hh(h)
+        if self.joint:
+            if x is None:
+                raise RuntimeError("a joint Int8Cell needs its input x")
+            gates = self.ihh(torch.cat([x, h], 1))
+        else:
+            gates = self.hh(h)
+            if x is not None:
+                gates = gates + self.ih(x)
         if x_gates is not None:
             gates = gates + x_gates  # precomputed input gates hold the bias already
         elif self.bias is not None:
             gates = gates + self.bias
-        if x is not None:
-            gates = gates + self.ih(x)
         return self.cell.gate_math(gates, c)
+
+
+def cells_from_lstm(lstm: nn.LSTM, dropout: float = 0.0) -> StackedCell:
+    """The layers of a unidirectional ``nn.LSTM`` as a :class:`StackedCell` of standard cells (same
+    numbers: nn.LSTM's two biases are summed into the cell's one), so they can be stepped one by one."""
+    if lstm.bidirectional or lstm.proj_size:
+        raise ValueError("only a unidirectional nn.LSTM without projections converts to cells")
+    stack = StackedCell("lstm", lstm.input_size, lstm.hidden_size, lstm.num_layers, dropout)
+    with torch.no_grad():
+        for k, cell in enumerate(stack.layers):
+            cell.weight_ih.copy_(getattr(lstm, f"weight_ih_l{k}"))
+            cell.weight_hh.copy_(getattr(lstm, f"weight_hh_l{k}"))
+            if lstm.bias:
+                cell.bias.copy_(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))
+            else:
+                cell.bias = None
+    return stack.train(lstm.training)
+
+
+def _to_int8(decoder: nn.Module) -> None:
+    """Swap the decoder's matrices for int8 ones, in place. Input ranges (:class:`Int8Linear`): LSTM
+    and tanh outputs and attention contexts (averages of encoder LSTM outputs) lie in [-1, 1];
+    embeddings, and the output layer's input behind an H -> E projection, get a scale per row."""
+    if isinstance(decoder.rnn, nn.LSTM):  # the fused loop has no int8 form that keeps rows apart
+        decoder.rnn = cells_from_lstm(decoder.rnn, decoder.dropout)
+        decoder.fused = False
+    decoder.embed = Int8Embedding(decoder.embed)
+    # the first layer's input is the attentional feed (input feeding) or nothing (its embedding part
+    # comes in as precomputed gates); the upper layers' input is the layer below's h
+    decoder.rnn.layers = nn.ModuleList(
+        Int8Cell(cell, joint=k > 0 or decoder.input_feeding) for k, cell in enumerate(decoder.rnn.layers)
+    )
+    bounds = {"emb_gates": None, "attn_out": 1.0, "out_proj": 1.0}
+    bounds["generator"] = None if isinstance(decoder.out_proj, nn.Linear) else 1.0
+    for name, bound in bounds.items():
+        linear = getattr(decoder, name)
+        if isinstance(linear, nn.Linear):
+            setattr(decoder, name, Int8Linear(linear.weight, linear.bias, bound=bound))
 
 
 def convert_weights(model: nn.Module, dtype: str) -> nn.Module:
     """``model`` (in eval mode) with the weight type ``dtype``: float32 (as trained), bfloat16 (every
-    weight), or int8 (dynamic quantization of the matrices a decoding step reads, see the module
-    docstring). Returns the converted model; the argument is changed in place, copy it to keep it."""
+    weight), or int8 (the decoder's matrices, see the module docstring). Returns the converted model;
+    the argument is changed in place, copy it to keep it."""
     if dtype not in DTYPES:
         raise UserError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
     if dtype == "bfloat16":
         return model.to(torch.bfloat16)
     if dtype == "int8":
-        decoder = model.decoder
-        names = {"decoder.generator", "decoder.out_proj", "decoder.attn_out", "decoder.emb_gates"}
-        if isinstance(decoder.rnn, StackedCell):
-            decoder.rnn.layers = nn.ModuleList(Int8Cell(cell) for cell in decoder.rnn.layers)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            spec = {name: torch.ao.quantization.per_channel_dynamic_qconfig for name in names}
-            # the fused nn.LSTMs (per-channel is not implemented for them): the decoder's, and the
-            # encoder's, which runs once per sentence but over all its tokens
-            lstms = [n for n, m in model.named_modules() if isinstance(m, nn.LSTM)]
-            spec.update({name: torch.ao.quantization.default_dynamic_qconfig for name in lstms})
-            model = torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
-        model.decoder.embed = Int8Embedding(model.decoder.embed)
-        return model
+        _to_int8(model.decoder)
     return model

@@ -10,7 +10,7 @@ from seq2seq_lstm.cells import CELLS
 from seq2seq_lstm.config import ModelConfig
 from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.model import LanguageModel, Seq2Seq
-from seq2seq_lstm.quantize import Int8Cell, convert_weights
+from seq2seq_lstm.quantize import Int8Cell, Int8Linear, cells_from_lstm, convert_weights
 
 B, I, H = 6, 24, 32
 
@@ -45,9 +45,23 @@ def test_int8_cell_matches_the_float_cell(name, inputs):
     assert int8.cell.weight_ih is None and int8.cell.weight_hh is None  # no float copy left behind
 
 
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_a_joint_int8_cell_matches_the_float_cell(name):
+    """[x; h] through one product (x an LSTM or tanh output, in [-1, 1] like h)."""
+    torch.manual_seed(0)
+    cell = CELLS[name](I, H).eval()
+    x, h, c = torch.randn(B, I).tanh(), torch.randn(B, H).tanh(), torch.randn(B, H)
+    x_gates = cell.input_gates(torch.randn(B, I))
+    with torch.no_grad():
+        int8 = Int8Cell(copy.deepcopy(cell), joint=True)
+        for gx in (None, x_gates):
+            for w, g in zip(cell(x, (h, c), gx), int8(x, (h, c), gx), strict=True):
+                assert 0 < (w - g).abs().max().item() < 0.03
+
+
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
 def test_int8_language_model_steps_like_the_float_one(cell):
-    """Both decoder kinds: the fused nn.LSTM (quantized by torch) and the per-step cells (Int8Cell)."""
+    """Both decoder kinds: the fused nn.LSTM (turned into cells first) and the per-step cells."""
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0, cell=cell)
     model = LanguageModel(cfg, 3000).eval()
@@ -60,8 +74,8 @@ def test_int8_language_model_steps_like_the_float_one(cell):
                 m.step(tokens[:, t], s) for m, s in zip((model, int8), states, strict=True)
             )
             assert (want.exp() - got.exp()).abs().sum(1).max().item() < 0.05  # total variation
-    quantized = [m for m in int8.modules() if type(m).__module__.startswith("torch.ao.nn.quantized")]
-    assert len(quantized) >= 2  # the recurrent part and the output layer
+    assert all(isinstance(layer, Int8Cell) for layer in int8.decoder.rnn.layers)
+    assert isinstance(int8.decoder.generator, Int8Linear)
     assert _nbytes(int8) < 0.8 * _nbytes(model)
 
 
@@ -79,6 +93,82 @@ def test_int8_translation_model_steps_like_the_float_one():
             tokens = torch.tensor([tok, tok])
             (want, s0, _), (got, s1, _) = model.step(tokens, s0), int8.step(tokens, s1)
             assert (want.exp() - got.exp()).abs().sum(1).max().item() < 0.05
+
+
+@pytest.mark.parametrize("bound", [1.0, None])
+def test_int8_linear_rows_do_not_depend_on_the_batch(bound):
+    """A fixed range (inputs in [-1, 1], as tanh outputs) or a scale per row: each row's output is
+    bit for bit the same alone and in batches of any size, and close to the float product."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(300, 64) * 0.1, torch.randn(300)
+    x = torch.randn(40, 64)
+    x = x.tanh() if bound else x * torch.rand(40, 1) * 5  # rows of very different magnitudes
+    linear = Int8Linear(weight, bias, bound=bound)
+    full = linear(x)
+    for size in (1, 2, 7, 16, 33):
+        for start in range(0, 40 - size + 1, 5):
+            assert torch.equal(linear(x[start : start + size]), full[start : start + size]), (size, start)
+    want = torch.nn.functional.linear(x, weight, bias)
+    err = (full - want).norm() / want.norm()
+    assert 0 < err < 0.03, err
+    assert linear(x[:3].unsqueeze(0)).shape == (1, 3, 300)  # leading dimensions kept
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao's notice, not ours
+def test_batch_wide_dynamic_quantization_would_depend_on_the_batch():
+    """What the fixed ranges are for: torch's own dynamic Linear takes its activation range from the
+    whole batch, so a row's output changes with its neighbours."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 300)
+    dynamic = torch.ao.quantization.quantize_dynamic(
+        torch.nn.Sequential(linear), {torch.nn.Linear}, torch.qint8
+    )
+    x = torch.randn(8, 64) * torch.tensor([[0.1], [1], [1], [1], [1], [1], [1], [8]])
+    assert not torch.equal(dynamic(x[:1]), dynamic(x)[:1])
+
+
+def test_a_fused_lstm_becomes_cells_with_the_same_numbers():
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(I, H, num_layers=2, batch_first=True).eval()
+    x, h0, c0 = torch.randn(B, 5, I), torch.randn(2, B, H), torch.randn(2, B, H)
+    want, (hn, cn) = lstm(x, (h0, c0))
+    stack = cells_from_lstm(lstm).eval()
+    hc = (list(h0.unbind(0)), list(c0.unbind(0)))
+    outs = []
+    with torch.no_grad():
+        for t in range(5):
+            top, hc = stack(x[:, t], hc)
+            outs.append(top)
+    torch.testing.assert_close(torch.stack(outs, 1), want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(torch.stack(hc[1]), cn, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["lm-lstm", "translation-input-feeding"])
+def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind):
+    """Every matrix product of an int8 decoder step keeps rows apart: a row's log-probs and new state
+    are bit for bit those of the row stepped alone (same-length sources, so attention sees the same
+    memory shape)."""
+    torch.manual_seed(0)
+    if kind == "lm-lstm":
+        model = LanguageModel(ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0), 500).eval()
+        start = [model.start(7)]
+    else:
+        cfg = ModelConfig(emb_dim=32, hidden_size=64, enc_layers=1, dec_layers=2, dropout=0.0)
+        model = Seq2Seq(cfg, 300, 500).eval()
+        src = torch.randint(4, 300, (7, 6))
+        start = [model.start(src, torch.full((7,), 6))]
+    model = convert_weights(model, "int8")
+    tokens = torch.randint(4, 500, (3, 7))
+    with torch.inference_mode():
+        state = start[0]
+        for t in range(3):  # warm the states up: h, c and the feed are no longer zeros
+            _, state, _ = model.step(tokens[t], state)
+        log_probs, after, _ = model.step(tokens[2], state)
+        for row in range(7):
+            index = torch.tensor([row])
+            alone, alone_after, _ = model.step(tokens[2, index], state.reorder(index))
+            assert torch.equal(alone[0], log_probs[row]), row
+            assert torch.equal(alone_after.h[:, 0], after.h[:, row]), row
 
 
 def test_bfloat16_and_bad_dtype():
