@@ -536,6 +536,12 @@ class EnsembleDecoder:
             raise ValueError("an ensemble needs at least one decoder")
         self.decoders = list(decoders)
 
+    def eval(self) -> EnsembleDecoder:
+        """Put every member in eval mode (as ``nn.Module.eval``); returns the ensemble."""
+        for decoder in self.decoders:
+            decoder.eval()
+        return self
+
     def start(self, *args: Any, **kwargs: Any) -> EnsembleState:
         """Each member's ``start(...)`` with the same arguments (source batch, or batch size for LMs)."""
         return EnsembleState(tuple(d.start(*args, **kwargs) for d in self.decoders))

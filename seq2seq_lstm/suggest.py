@@ -39,13 +39,14 @@ import dataclasses
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 
 import torch
 from torch import Tensor
 
-from .errors import UserError
+from .errors import CheckpointError, UserError
 from .quantize import convert_weights
 from .tokenizer import BOS_ID, EOS_ID, WORD_BOUNDARY
 
@@ -304,7 +305,7 @@ class Suggester:
         for name, value in (("k", k), ("beam", beam), ("context", context), ("max_pieces", max_pieces)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1; got {value}")
-        self.model = model.eval()
+        self.model = model.eval()  # a model, or a search.EnsembleDecoder of several
         self.tokenizer = tokenizer
         self.task = task
         self.k, self.beam, self.context = k, beam, context
@@ -327,13 +328,38 @@ class Suggester:
         )
 
     @classmethod
-    def from_checkpoint(cls, directory: str | PathLike, dtype: str = "float32") -> Suggester:
+    def from_checkpoint(
+        cls, directories: str | PathLike | Sequence[str | PathLike], dtype: str = "float32"
+    ) -> Suggester:
         """Load a trained language or translation model for suggestion (CPU, eval mode), its weights
-        converted to ``dtype`` (one of :data:`seq2seq_lstm.quantize.DTYPES`)."""
+        converted to ``dtype`` (one of :data:`seq2seq_lstm.quantize.DTYPES`); several run directories
+        make an ensemble (the mean of the members' next-piece probabilities), whose members must share
+        one task and tokenizer; the first one's ``generation`` settings apply."""
         from .checkpoint import load_for_inference
+        from .search import EnsembleDecoder
 
-        model, cfg, tokenizer = load_for_inference(directory)
-        return cls.from_config(convert_weights(model, dtype), tokenizer, cfg)
+        if isinstance(directories, (str, PathLike)):
+            directories = [directories]
+        if not directories:
+            raise UserError("pass at least one checkpoint (a run directory written by `s2s train`)")
+        models, first = [], None
+        for directory in directories:
+            model, cfg, tokenizer = load_for_inference(directory)
+            if first is None:
+                first = (cfg, tokenizer)
+            elif cfg.task != first[0].task:
+                raise CheckpointError(
+                    f"{directory} holds a {cfg.task} model but {directories[0]} a {first[0].task} model; "
+                    "the members of an ensemble must be of one kind"
+                )
+            elif tokenizer.fingerprint() != first[1].fingerprint():
+                raise CheckpointError(
+                    f"{directory} was trained with another tokenizer than {directories[0]}; the members of "
+                    "an ensemble must share one vocabulary"
+                )
+            models.append(convert_weights(model, dtype))
+        model = models[0] if len(models) == 1 else EnsembleDecoder(models)
+        return cls.from_config(model, first[1], first[0])
 
     def session(self, source: str | None = None) -> SuggestSession:
         """A session for one text being typed (with ``source``: its translation, for a translation model)."""
@@ -569,8 +595,13 @@ def _add(words: dict[str, float], word: str, logp: float) -> None:
     words[word] = words.get(word, 0.0) + math.exp(logp)
 
 
-def _batch_dims(state) -> dict[str, int]:
-    """Which dimension of each tensor field of a state dataclass is the batch (read off ``reorder``)."""
+def _batch_dims(state) -> dict[str, int] | list:
+    """Which dimension of each tensor field of a state dataclass is the batch (read off ``reorder``);
+    for an ensemble's state, the list of its members' dims."""
+    from .search import EnsembleState
+
+    if isinstance(state, EnsembleState):
+        return [_batch_dims(member) for member in state.states]
     if not dataclasses.is_dataclass(state):
         raise TypeError(
             f"the suggester needs a dataclass decoder state with reorder(); got {type(state).__name__}"
@@ -584,10 +615,13 @@ def _batch_dims(state) -> dict[str, int]:
     return dims
 
 
-def _cat_states(states: list, dims: dict[str, int]):
-    """Concatenate decoder states along their batch dimensions."""
+def _cat_states(states: list, dims: dict[str, int] | list):
+    """Concatenate decoder states (or ensemble states, member by member) along their batch dimensions."""
     if len(states) == 1:
         return states[0]
+    if isinstance(dims, list):
+        members = [_cat_states([s.states[m] for s in states], d) for m, d in enumerate(dims)]
+        return dataclasses.replace(states[0], states=tuple(members))
     return dataclasses.replace(
         states[0], **{n: torch.cat([getattr(s, n) for s in states], d) for n, d in dims.items()}
     )

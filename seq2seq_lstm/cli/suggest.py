@@ -32,9 +32,12 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
 @click.option(
     "--checkpoint",
     "-c",
+    "checkpoints",
+    multiple=True,
     required=True,
     type=click.Path(file_okay=False),
-    help="Run directory of a trained language model (or translation model, with --source).",
+    help="Run directory of a trained language model (or translation model, with --source); repeat the "
+    "option for an ensemble.",
 )
 @click.argument("text", required=False)
 @click.option(
@@ -62,7 +65,7 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
     "and stdin is a terminal]. End a line with a space for the next word.",
 )
 def suggest(
-    checkpoint: str,
+    checkpoints: tuple[str, ...],
     text: str | None,
     k: int | None,
     source: str | None,
@@ -79,7 +82,7 @@ def suggest(
     from ..suggest import Suggester
 
     torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
-    suggester = Suggester.from_checkpoint(checkpoint, dtype=dtype)
+    suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
     session = suggester.session(source)
     if text is not None and not interactive:
         _print_suggestions(text, session.suggest(text, k), fmt)
@@ -98,9 +101,12 @@ def suggest(
 @click.option(
     "--checkpoint",
     "-c",
+    "checkpoints",
+    multiple=True,
     required=True,
     type=click.Path(file_okay=False),
-    help="Run directory of a trained language model (or translation model, with --sources).",
+    help="Run directory of a trained language model (or translation model, with --sources); repeat the "
+    "option for an ensemble.",
 )
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -154,7 +160,7 @@ def suggest(
     help="Also write the JSON report to this file.",
 )
 def suggest_eval(
-    checkpoint: str,
+    checkpoints: tuple[str, ...],
     file: str,
     sources: str | None,
     k: int,
@@ -185,9 +191,9 @@ def suggest_eval(
     if max_sentences:
         sentences = sentences[:max_sentences]
         source_lines = source_lines[:max_sentences] if source_lines is not None else None
-    suggester = Suggester.from_checkpoint(checkpoint, dtype=dtype)
+    suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
     report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
-    data = report.to_dict() | {"checkpoint": checkpoint, "file": file}
+    data = report.to_dict() | {"checkpoints": list(checkpoints), "file": file}
     if output:
         atomic_write_text(output, json.dumps(data, indent=2) + "\n")
     click.echo(json.dumps(data, indent=2) if fmt == "json" else report.format_table())
