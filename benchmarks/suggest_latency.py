@@ -7,6 +7,7 @@ model's size (serialized state dict). A phone keyboard must answer within 20 ms 
 target here is p95 <= 3 ms.
 
     python benchmarks/suggest_latency.py --checkpoint runs/lm-en
+    python benchmarks/suggest_latency.py --checkpoint runs/lm-a --checkpoint runs/lm-b   # an ensemble
     # no trained model yet: the default LM's shapes with random weights (timing only)
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from seq2seq_lstm.quantize import DTYPES, convert_weights
+from seq2seq_lstm.search import EnsembleDecoder
 from seq2seq_lstm.suggest import Suggester
 
 
@@ -52,11 +54,15 @@ def replay(suggester: Suggester, sentences: list[str], warmup: int = 3) -> np.nd
     return np.array(times)
 
 
-def build(args) -> tuple[nn.Module, object, object]:
+def build(args) -> tuple[list[nn.Module], object, object]:
+    """The model(s) to time (several: an ensemble), the first one's config, the tokenizer."""
     if args.checkpoint:
         from seq2seq_lstm.checkpoint import load_for_inference
 
-        return load_for_inference(args.checkpoint)
+        loaded = [load_for_inference(path) for path in args.checkpoint]
+        if len({tok.fingerprint() for _, _, tok in loaded}) > 1:
+            raise SystemExit("the members of an ensemble must share one tokenizer")
+        return [model for model, _, _ in loaded], loaded[0][1], loaded[0][2]
     from seq2seq_lstm.config import load_config
     from seq2seq_lstm.model import build_model
     from seq2seq_lstm.tokenizer import Tokenizer
@@ -65,37 +71,44 @@ def build(args) -> tuple[nn.Module, object, object]:
     lines = Path(args.tokenizer_text).read_text(encoding="utf-8").splitlines()[: args.tokenizer_lines]
     tokenizer = Tokenizer.train(lines, None, cfg.tokenizer)
     torch.manual_seed(0)
-    return build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).eval(), cfg, tokenizer
+    return [build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).eval()], cfg, tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", help="run directory of a trained language model")
+    what.add_argument(
+        "--checkpoint", action="append", help="run directory of a trained language model (repeat: ensemble)"
+    )
     what.add_argument("--config", help="config whose model shapes to time with random weights")
     parser.add_argument("--tokenizer-text", help="text to train the tokenizer on (with --config)")
     parser.add_argument("--tokenizer-lines", type=int, default=50_000, help="lines of it to use")
     parser.add_argument("--transcript", default="data/en-mono/test.txt", help="sentences to type")
     parser.add_argument("--sentences", type=int, default=100, help="sentences of the transcript to type")
+    parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated weight types to time")
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.config and not args.tokenizer_text:
         parser.error("--config needs --tokenizer-text")
+    unknown = sorted(set(args.dtypes.split(",")) - set(DTYPES))
+    if unknown:
+        parser.error(f"--dtypes: unknown weight type {unknown[0]}; choose from {', '.join(DTYPES)}")
     torch.set_num_threads(1)
 
-    model, cfg, tokenizer = build(args)
+    models, cfg, tokenizer = build(args)
     sentences = [s for s in Path(args.transcript).read_text(encoding="utf-8").splitlines() if s.strip()]
     sentences = sentences[: args.sentences]
     results = {"transcript": args.transcript, "sentences": len(sentences), "threads": 1, "variants": {}}
-    for name in DTYPES:
-        variant = convert_weights(copy.deepcopy(model), name)
+    for name in args.dtypes.split(","):
+        variants = [convert_weights(copy.deepcopy(model), name) for model in models]
+        variant = variants[0] if len(variants) == 1 else EnsembleDecoder(variants)
         suggester = Suggester.from_config(variant, tokenizer, cfg)
         ms = replay(suggester, sentences)
         row = {
             "keystrokes": int(ms.size),
             **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
             "mean_ms": round(float(ms.mean()), 3),
-            "model_mb": round(model_megabytes(variant), 2),
+            "model_mb": round(sum(model_megabytes(v) for v in variants), 2),
         }
         results["variants"][name] = row
         print(f"{name:>13}: " + "  ".join(f"{k} {v}" for k, v in row.items()))
@@ -104,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "suggest_beam": cfg.generation.suggest_beam,
         "suggest_context": cfg.generation.suggest_context,
         "vocab": tokenizer.tgt_vocab_size,
+        "ensemble_members": len(models),
         "model": {k: getattr(cfg.model, k) for k in ("emb_dim", "hidden_size", "dec_layers", "cell")},
     }
     if args.output:
