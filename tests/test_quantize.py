@@ -74,7 +74,10 @@ def test_int8_language_model_steps_like_the_float_one(cell):
                 m.step(tokens[:, t], s) for m, s in zip((model, int8), states, strict=True)
             )
             assert (want.exp() - got.exp()).abs().sum(1).max().item() < 0.05  # total variation
-    assert all(isinstance(layer, Int8Cell) for layer in int8.decoder.rnn.layers)
+    if cell == "lstm":  # a language model's fused LSTM: torch's int8 LSTM, one call per step
+        assert type(int8.decoder.rnn).__module__.startswith("torch.ao.nn.quantized")
+    else:
+        assert all(isinstance(layer, Int8Cell) for layer in int8.decoder.rnn.layers)
     assert isinstance(int8.decoder.generator, Int8Linear)
     assert _nbytes(int8) < 0.8 * _nbytes(model)
 
@@ -143,18 +146,24 @@ def test_a_fused_lstm_becomes_cells_with_the_same_numbers():
     torch.testing.assert_close(torch.stack(hc[1]), cn, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kind", ["lm-lstm", "translation-input-feeding"])
+@pytest.mark.parametrize("kind", ["lm-cifg", "translation-input-feeding", "translation-fused-lstm"])
 def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind):
     """Every matrix product of an int8 decoder step keeps rows apart: a row's log-probs and new state
     are bit for bit those of the row stepped alone (same-length sources, so attention sees the same
-    memory shape)."""
+    memory shape). A translation decoder without input feeding is a fused nn.LSTM in float32: int8
+    steps it as cells."""
     torch.manual_seed(0)
-    if kind == "lm-lstm":
-        model = LanguageModel(ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0), 500).eval()
+    if kind == "lm-cifg":
+        cfg = ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0, cell="cifg")
+        model = LanguageModel(cfg, 500).eval()
         start = [model.start(7)]
     else:
-        cfg = ModelConfig(emb_dim=32, hidden_size=64, enc_layers=1, dec_layers=2, dropout=0.0)
+        feeding = kind == "translation-input-feeding"
+        cfg = ModelConfig(
+            emb_dim=32, hidden_size=64, enc_layers=1, dec_layers=2, dropout=0.0, input_feeding=feeding
+        )
         model = Seq2Seq(cfg, 300, 500).eval()
+        assert model.decoder.fused != feeding
         src = torch.randint(4, 300, (7, 6))
         start = [model.start(src, torch.full((7,), 6))]
     model = convert_weights(model, "int8")
