@@ -209,7 +209,6 @@ class PieceTable:
             WORD: flags["cont"],
         }
         self.bare_mask, self.bare = bare, bare.tolist()
-        self.has_close = bool(self.close.any())
         self._compat: dict[tuple[str, bool], tuple[Tensor, Tensor]] = {}
         self._ids: dict[tuple[str, str, bool], Allowed] = {}
 
@@ -280,7 +279,8 @@ class Suggester:
     """Whole-word suggestions from a model with ``start``/``step`` and a SentencePiece tokenizer.
 
     ``model`` is a ``LanguageModel`` (``task="lm"``) or a ``Seq2Seq`` (``task="translation"``: the
-    suggestions continue a translation of a source sentence). ``k`` words are returned, built with a
+    suggestions continue a translation of a source sentence), or a ``search.EnsembleDecoder`` of several
+    such models over one vocabulary. ``k`` words are returned, built with a
     beam of ``beam`` piece sequences from the last ``context`` pieces of the current sentence; at most
     ``max_pieces`` pieces per word (plus one per typed character beyond four). The beam stops early
     when the probability left in it is below ``stop_ratio`` times that of the k-th word found, since it
@@ -305,7 +305,7 @@ class Suggester:
         for name, value in (("k", k), ("beam", beam), ("context", context), ("max_pieces", max_pieces)):
             if value < 1:
                 raise ValueError(f"{name} must be >= 1; got {value}")
-        self.model = model.eval()  # a model, or a search.EnsembleDecoder of several
+        self.model = model.eval()
         self.tokenizer = tokenizer
         self.task = task
         self.k, self.beam, self.context = k, beam, context
@@ -554,9 +554,8 @@ class SuggestSession:
                         lp = nodes[members[0]][0].index_select(0, allowed.ids).unsqueeze(0)  # (1, N)
                         lp += hyps[members[0]].logp
                     else:
-                        lp = torch.stack([nodes[h][0] for h in members]).index_select(
-                            1, allowed.ids
-                        )  # (G, N)
+                        stacked = torch.stack([nodes[h][0] for h in members])  # (G, V)
+                        lp = stacked.index_select(1, allowed.ids)  # (G, N)
                         lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
                     if allowed.close_mask is not None:  # pieces that end the word inside themselves are words
                         for g, row in enumerate(lp[:, allowed.close_at].tolist()):
