@@ -61,7 +61,7 @@ def test_a_joint_int8_cell_matches_the_float_cell(name):
 
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
 def test_int8_language_model_steps_like_the_float_one(cell):
-    """Both decoder kinds: the fused nn.LSTM (turned into cells first) and the per-step cells."""
+    """Both decoder kinds: the fused nn.LSTM (torch's int8 LSTM) and the per-step cells (Int8Cell)."""
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0, cell=cell)
     model = LanguageModel(cfg, 3000).eval()
@@ -156,7 +156,7 @@ def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind):
     if kind == "lm-cifg":
         cfg = ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0, cell="cifg")
         model = LanguageModel(cfg, 500).eval()
-        start = [model.start(7)]
+        state = model.start(7)
     else:
         feeding = kind == "translation-input-feeding"
         cfg = ModelConfig(
@@ -164,18 +164,16 @@ def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind):
         )
         model = Seq2Seq(cfg, 300, 500).eval()
         assert model.decoder.fused != feeding
-        src = torch.randint(4, 300, (7, 6))
-        start = [model.start(src, torch.full((7,), 6))]
-    model = convert_weights(model, "int8")
-    tokens = torch.randint(4, 500, (3, 7))
+        state = model.start(torch.randint(4, 300, (7, 6)), torch.full((7,), 6))
+    model = convert_weights(model, "int8")  # after start(): the encoder is float32 either way
+    tokens = torch.randint(4, 500, (4, 7))
     with torch.inference_mode():
-        state = start[0]
         for t in range(3):  # warm the states up: h, c and the feed are no longer zeros
             _, state, _ = model.step(tokens[t], state)
-        log_probs, after, _ = model.step(tokens[2], state)
+        log_probs, after, _ = model.step(tokens[3], state)
         for row in range(7):
             index = torch.tensor([row])
-            alone, alone_after, _ = model.step(tokens[2, index], state.reorder(index))
+            alone, alone_after, _ = model.step(tokens[3, index], state.reorder(index))
             assert torch.equal(alone[0], log_probs[row]), row
             assert torch.equal(alone_after.h[:, 0], after.h[:, row]), row
 
