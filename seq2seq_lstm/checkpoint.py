@@ -23,7 +23,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,6 +302,37 @@ def load_for_inference(
     check_state_dict(model, state, str(weights), str(run.config))
     model.load_state_dict(state, strict=False)  # tied names absent from safetensors load via their alias
     return model.to(device).eval(), cfg, tokenizer
+
+
+def load_ensemble(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    device: str | torch.device = "cpu",
+    check: Callable[[str | os.PathLike, Config, tuple[str | os.PathLike, Config] | None], None] | None = None,
+) -> tuple[list[nn.Module], Config, Tokenizer]:
+    """:func:`load_for_inference` for one run directory (or weight file) or several (an ensemble):
+    ``(models, the first one's config, the shared tokenizer)``.
+
+    ``check(path, cfg, first)`` vets each member as it is loaded (``first``: the first member's path and
+    config, None for the first itself); then every member must share the first one's tokenizer.
+    """
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise UserError("pass at least one checkpoint (a run directory written by `s2s train`)")
+    models: list[nn.Module] = []
+    first: tuple[Config, Tokenizer] | None = None
+    for path in paths:
+        model, cfg, tokenizer = load_for_inference(path, device=device)
+        if check is not None:
+            check(path, cfg, None if first is None else (paths[0], first[0]))
+        if first is None:
+            first = (cfg, tokenizer)
+        elif tokenizer.fingerprint() != first[1].fingerprint():
+            raise CheckpointError(
+                f"{path} was trained with another tokenizer than {paths[0]}; the members of an ensemble "
+                "must share one vocabulary"
+            )
+        models.append(model)
+    return models, first[0], first[1]
 
 
 def _load_run_config(run: RunDir) -> Config:

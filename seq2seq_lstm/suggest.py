@@ -335,31 +335,20 @@ class Suggester:
         converted to ``dtype`` (one of :data:`seq2seq_lstm.quantize.DTYPES`); several run directories
         make an ensemble (the mean of the members' next-piece probabilities), whose members must share
         one task and tokenizer; the first one's ``generation`` settings apply."""
-        from .checkpoint import load_for_inference
+        from .checkpoint import load_ensemble
         from .search import EnsembleDecoder
 
-        if isinstance(directories, (str, PathLike)):
-            directories = [directories]
-        if not directories:
-            raise UserError("pass at least one checkpoint (a run directory written by `s2s train`)")
-        models, first = [], None
-        for directory in directories:
-            model, cfg, tokenizer = load_for_inference(directory)
-            if first is None:
-                first = (cfg, tokenizer)
-            elif cfg.task != first[0].task:
+        def same_task(path, cfg, first) -> None:
+            if first is not None and cfg.task != first[1].task:
                 raise CheckpointError(
-                    f"{directory} holds a {cfg.task} model but {directories[0]} a {first[0].task} model; "
+                    f"{path} holds a {cfg.task} model but {first[0]} a {first[1].task} model; "
                     "the members of an ensemble must be of one kind"
                 )
-            elif tokenizer.fingerprint() != first[1].fingerprint():
-                raise CheckpointError(
-                    f"{directory} was trained with another tokenizer than {directories[0]}; the members of "
-                    "an ensemble must share one vocabulary"
-                )
-            models.append(convert_weights(model, dtype))
+
+        models, cfg, tokenizer = load_ensemble(directories, check=same_task)
+        models = [convert_weights(model, dtype) for model in models]
         model = models[0] if len(models) == 1 else EnsembleDecoder(models)
-        return cls.from_config(model, first[1], first[0])
+        return cls.from_config(model, tokenizer, cfg)
 
     def session(self, source: str | None = None) -> SuggestSession:
         """A session for one text being typed (with ``source``: its translation, for a translation model)."""

@@ -175,27 +175,17 @@ class Translator:
         ``overrides`` replace fields of the first run's ``generation`` section (``beam_size=1``, ...);
         an ensemble's members must share the first one's tokenizer.
         """
-        from .checkpoint import load_for_inference
+        from .checkpoint import load_ensemble
 
-        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        if not paths:
-            raise UserError("pass at least one checkpoint (a run directory written by `s2s train`)")
-        models, tokenizer, generation = [], None, None
-        for path in paths:
-            model, cfg, tok = load_for_inference(path, device=device)
+        def translation_model(path, cfg, first) -> None:
             if cfg.task != "translation":
                 raise CheckpointError(
                     f"{path} holds a {cfg.task} model; `s2s translate` needs a translation model "
                     "(use `s2s suggest` for language models)"
                 )
-            if tokenizer is None:
-                tokenizer, generation = tok, cfg.generation
-            elif tok.fingerprint() != tokenizer.fingerprint():
-                raise CheckpointError(
-                    f"{path} was trained with another tokenizer than {paths[0]}; the members of an ensemble "
-                    "must share one vocabulary"
-                )
-            models.append(model)
+
+        models, cfg, tokenizer = load_ensemble(paths, device=device, check=translation_model)
+        generation = cfg.generation
         fields = {f.name for f in dataclasses.fields(GenerationConfig)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
