@@ -57,12 +57,9 @@ def replay(suggester: Suggester, sentences: list[str], warmup: int = 3) -> np.nd
 def build(args) -> tuple[list[nn.Module], object, object]:
     """The model(s) to time (several: an ensemble), the first one's config, the tokenizer."""
     if args.checkpoint:
-        from seq2seq_lstm.checkpoint import load_for_inference
+        from seq2seq_lstm.checkpoint import load_ensemble
 
-        loaded = [load_for_inference(path) for path in args.checkpoint]
-        if len({tok.fingerprint() for _, _, tok in loaded}) > 1:
-            raise SystemExit("the members of an ensemble must share one tokenizer")
-        return [model for model, _, _ in loaded], loaded[0][1], loaded[0][2]
+        return load_ensemble(args.checkpoint)
     from seq2seq_lstm.config import load_config
     from seq2seq_lstm.model import build_model
     from seq2seq_lstm.tokenizer import Tokenizer
