@@ -43,6 +43,19 @@ RESUME_FIXED = ("task", "tokenizer", "model")
 RANK_ZERO_WAIT_S = 3600.0  # how long other ranks wait for rank 0 to write the tokenizer (torchrun, SLURM)
 
 
+class _NoAdverts(logging.Filter):
+    """Drops Lightning's "Tip: try installing litlogger" line: an advert for a cloud service, printed on
+    every run, that a user of this toolkit can do nothing with."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+_LIGHTNING_INFO = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+if not any(isinstance(f, _NoAdverts) for f in _LIGHTNING_INFO.filters):
+    _LIGHTNING_INFO.addFilter(_NoAdverts())
+
+
 @dataclass(frozen=True)
 class TrainSummary:
     """What a training run left behind."""
@@ -101,11 +114,13 @@ def train(
     logger.info("model: %s", model_summary(model))
     system = SYSTEMS[cfg.task](cfg, model, tokenizer)
 
-    trainer = L.Trainer(**_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {}))
     with warnings.catch_warnings():
         # The plateau scheduler is stepped only on fresh validation results (system.lr_scheduler_step);
         # before the first validation Lightning finds no score and says so once: expected, not news.
         warnings.filterwarnings("ignore", message="ReduceLROnPlateau conditioned on metric")
+        # Lightning's own use of a torch.utils._pytree name that newer torch deprecates: not ours to fix
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        trainer = L.Trainer(**_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {}))
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     summary_info = _export_best(trainer, system, run) if trainer.is_global_zero else {}
