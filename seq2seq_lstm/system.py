@@ -142,6 +142,7 @@ class Seq2SeqSystem(L.LightningModule):
         self._pending_rng: dict[str, Any] | None = None  # restored before the first step after a resume
         self._pending_plateau: float | None = None  # a validation score the resumed scheduler has not seen
         self._fresh_monitor = False  # a validation result the plateau scheduler has not seen yet
+        self.val_step = -1  # optimizer step of the latest validation in this process (-1: none yet)
         self._val: dict[str, Any] = {}
         self.val_metrics: dict[str, float] = {}  # the latest validation results (stored in checkpoints)
 
@@ -276,6 +277,7 @@ class Seq2SeqSystem(L.LightningModule):
         self._last_time = None  # validation time is not training throughput
         if not self.trainer.sanity_checking:
             self._fresh_monitor = True
+            self.val_step = self.trainer.global_step
 
     def _score_decoded(self) -> dict[str, Tensor]:
         return {}

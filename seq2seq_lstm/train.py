@@ -23,6 +23,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.trainer.states import TrainerFn
 
 from .checkpoint import (
     CKPT_KEY,
@@ -122,8 +123,20 @@ def train(
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         trainer = L.Trainer(**_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {}))
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # Validations come every val_every_steps (and at a max_time stop); a run that ends at max_steps
+        # or at its last epoch between two of them would export a model up to val_every_steps - 1
+        # steps old. Score the final state too (after fit: a validation inside the loop at an
+        # unscheduled step would leave a last.ckpt that Lightning cannot resume from).
+        final_val = (
+            bool(cfg.data.valid)
+            and not trainer.interrupted
+            and trainer.global_step > 0
+            and system.val_step != trainer.global_step
+        )
+        if final_val:
+            trainer.validate(system, datamodule=datamodule, verbose=False)
 
-    summary_info = _export_best(trainer, system, run) if trainer.is_global_zero else {}
+    summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
     return TrainSummary(
         out_dir=run.root,
         steps=trainer.global_step,
@@ -373,7 +386,9 @@ class LastCheckpoint(Checkpoint):
             trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        if not trainer.sanity_checking:
+        # not for the final state's validation after fit (trainer.validate): last.ckpt already holds
+        # that state, written inside the loop where a resume can continue from it
+        if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
             trainer.save_checkpoint(self.path, weights_only=False)
 
 
@@ -381,16 +396,32 @@ class LastCheckpoint(Checkpoint):
 # Export
 
 
-def _export_best(trainer: Any, system: Any, run: RunDir) -> dict[str, Any]:
-    """Best checkpoint (or the last, without validation) -> model.safetensors + model.json."""
+def _beats(score: float | None, cb: Any, mode: str) -> bool:
+    """Whether a validation ``score`` is better than the best checkpoint's (ties keep the checkpoint)."""
+    if score is None:
+        return False
+    best = None if cb is None or cb.best_model_score is None else float(cb.best_model_score)
+    if best is None or not cb.best_model_path or not Path(cb.best_model_path).is_file():
+        return True
+    return score > best if mode == "max" else score < best
+
+
+def _export_best(trainer: Any, system: Any, run: RunDir, final_val: bool = False) -> dict[str, Any]:
+    """Best checkpoint (or the last, without validation) -> model.safetensors + model.json.
+
+    ``final_val``: the final state was validated after ``fit`` (it is last.ckpt, written at the final
+    step); it is exported instead of the best checkpoint when it scores better."""
     cb = trainer.checkpoint_callback
     best = Path(cb.best_model_path) if cb is not None and cb.best_model_path else run.last_ckpt
     if not best.is_file():
         best = run.last_ckpt
+    if final_val and _beats(system.val_metrics.get(system.monitor), cb, system.monitor_mode):
+        best = run.last_ckpt
     ckpt = load_checkpoint_file(best)
     system.model.load_state_dict(model_state_from_checkpoint(ckpt, str(best)))
     info = ckpt.get(CKPT_KEY, {})
-    val = info.get("val", {})
+    # last.ckpt was written before the final validation: its scores are that validation's
+    val = system.val_metrics if final_val and best == run.last_ckpt else info.get("val", {})
     meta = {
         "task": info.get("task"),
         "src_vocab": info.get("src_vocab"),

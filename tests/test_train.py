@@ -102,6 +102,21 @@ def test_reverse_task_is_learned_to_95_percent_exact_match(tmp_path):
     assert summary.best_val_bleu is not None and summary.best_val_bleu > 90
 
 
+@pytest.mark.parametrize("stop", ["training.max_steps=5", "training.max_epochs=2"])
+def test_a_run_ending_between_validations_validates_its_final_state(tmp_path, stop):
+    # 3 batches an epoch, a validation every 4 steps: max_steps=5 and the end of epoch 2 (step 6) fall
+    # between validations; the final state must be scored too, or the exported model is older
+    cfg = tiny_config(tmp_path / "run", "training.val_every_steps=4", "training.max_steps=-1", stop)
+    summary = train(cfg)
+    assert summary.steps == (5 if "max_steps" in stop else 6)
+    rows = read_metrics(summary.out_dir)
+    vals = [i for i, r in enumerate(rows) if r.get("val_bleu")]
+    trained = [i for i, r in enumerate(rows) if r.get("train_loss")]
+    assert len(vals) == 2  # step 4 and the final state
+    assert vals[-1] > trained[-1]  # scored after the last training step, not before it
+    assert summary.best_step in (4, summary.steps)
+
+
 @pytest.mark.parametrize("schedule", ["constant", "plateau"])
 def test_resume_continues_the_same_loss_curve(tmp_path, schedule, caplog):
     # dropout on: the RNG must be restored too; 4 steps end mid-epoch (3 batches per epoch): sampler position.
