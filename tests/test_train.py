@@ -204,6 +204,19 @@ def test_cli_train_prints_bleu_and_where_the_model_is(tmp_path):
     assert load_config(out / "config.yaml").training.precision == "bf16-mixed"
 
 
+def test_cli_validation_line_is_not_written_into_a_progress_bar(tmp_path):
+    # The BLEU line used to land on the validation bar's last frame ("... 4.34it/s]step 3: BLEU").
+    # A real process with stdout and stderr on one pipe, as on a terminal (CliRunner buffers stderr).
+    data = [f"--set=data.{s}={ROOT / 'tests/fixtures/tiny' / s}" for s in ("train", "valid", "test")]
+    cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(TINY), *data, "--max-steps", "3",
+           "--out-dir", str(tmp_path / "run"), "--set", "training.val_every_steps=3",
+           "--set", "training.progress_bar=true"]  # fmt: skip
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    assert "it/s" in out and "step 3: BLEU" in out, out  # bars were drawn, then the line
+    before = out.split("step 3: BLEU")[0].removesuffix("\x1b[A")  # tqdm may move up a line first
+    assert before[-1].isspace(), repr(before[-80:])  # the bars were cleared, not written after
+
+
 def test_cli_gpu_without_cuda_is_one_clear_line(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

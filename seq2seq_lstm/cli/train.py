@@ -58,17 +58,22 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
     import logging
     from pathlib import Path
 
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from ..checkpoint import RunDir
     from ..config import load_config
     from ..errors import UserError
     from ..train import train as run_training
 
-    # our own logger only: Lightning's loggers already have a handler of their own
+    # our own logger only: Lightning's loggers already have a handler of their own. A handler left by
+    # an earlier call in this process (tests, notebooks) would write to that call's stderr: replace it
     log = logging.getLogger("seq2seq_lstm")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
+    for old in [h for h in log.handlers if getattr(h, "s2s_cli", False)]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.s2s_cli = True
+    log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.INFO)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
@@ -85,7 +90,10 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
         if value is not None:
             sets.append(f"training.{key}={value}")
     cfg = load_config(config_path, sets)
-    summary = run_training(cfg, resume=resume, overwrite=overwrite)
+    # our lines (a validation's BLEU) go through tqdm.write, which lifts the progress bars and puts them
+    # back below the line; a plain handler wrote into the middle of the validation bar
+    with logging_redirect_tqdm(loggers=[log]):
+        summary = run_training(cfg, resume=resume, overwrite=overwrite)
     if not summary.is_global_zero:
         return
     lines = [f"trained {summary.steps} steps in {summary.seconds / 60:.1f} min"]
