@@ -192,10 +192,37 @@ def test_nbest_first_equals_one_best():
     for (o,), m in zip(one, many, strict=True):
         assert m[0].tokens == o.tokens and m[0].score == pytest.approx(o.score, abs=1e-6)
         assert [h.score for h in m] == sorted((h.score for h in m), reverse=True)
-    # gnmt: asking for more hypotheses can only search longer, never return a worse best
-    one = run(beam_search, d, src, lens, max_len, beam_size=4, length_penalty="gnmt")
-    many = run(beam_search, d, src, lens, max_len, beam_size=4, n_best=4, length_penalty="gnmt")
-    assert all(m[0].score >= o.score - 1e-6 for (o,), m in zip(one, many, strict=True))
+    # with a penalty the search waits for K finished hypotheses whatever n_best is: the same best
+    for penalty in ("gnmt", "average"):
+        one = run(beam_search, d, src, lens, max_len, beam_size=4, length_penalty=penalty)
+        many = run(beam_search, d, src, lens, max_len, beam_size=4, n_best=4, length_penalty=penalty)
+        for (o,), m in zip(one, many, strict=True):
+            assert m[0].tokens == o.tokens and m[0].score == pytest.approx(o.score, abs=1e-6)
+
+
+# Table C: the first hypothesis to end beats the open beams at its length, a longer one wins after it.
+TABLE_C = {
+    (): {A: 0.6, B_: 0.4},
+    (A,): {EOS: 0.6, A: 0.4},
+    (B_,): {B_: 0.75, EOS: 0.25},
+    (A, A): {EOS: 1.0},
+    (B_, B_): {EOS: 1.0},
+}
+
+
+def test_a_length_penalty_waits_for_k_finished_hypotheses():
+    # Beam 2, average. Step 1: aEOS .36, bb .30, aa .24, bEOS .10: "a" ends (log .36 / 2 = -0.511) and
+    # beats the open beams at length 2 (bb: log .30 / 2 = -0.602), but only 1 of K = 2 has finished, so
+    # the search goes on. Step 2: "b b" (log .30 / 3 = -0.401) and "a a" (log .24 / 3 = -0.476) end and
+    # "b b" wins. Stopping at the first finished hypothesis (n = n_best) would have returned "a".
+    d = ScriptedDecoder(TABLE_C)
+    (best,) = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, length_penalty="average")[0]
+    assert best.tokens == [B_, B_] and best.score == pytest.approx(math.log(0.30) / 3, abs=1e-6)
+    hyps = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, n_best=2, length_penalty="average")[0]
+    assert [h.tokens for h in hyps] == [[B_, B_], [A, A]]
+    # without a penalty "a" is the exact best (.36 > .30)
+    (best,) = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2)[0]
+    assert best.tokens == [A] and best.score == pytest.approx(math.log(0.36))
 
 
 def test_early_stop_is_exact_without_penalty(monkeypatch):
