@@ -12,6 +12,9 @@ state alone or in a padded batch. Padded memory positions are zero.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,6 +24,17 @@ from .cells import CELLS, run_lstm
 from .tokenizer import PAD_ID
 
 State = tuple[Tensor, Tensor]
+
+
+@contextmanager
+def _onednn(enabled: bool) -> Iterator[None]:
+    """Switch torch's oneDNN (mkldnn) CPU kernels on or off for a block (a process-wide flag)."""
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
 
 
 def _merge_directions(state: Tensor, num_layers: int, num_directions: int) -> Tensor:
@@ -49,7 +63,14 @@ class PackedLSTM(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor, mask: Tensor) -> tuple[Tensor, State]:
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, (h, c) = run_lstm(self.lstm, packed)
+        if self.training or x.device.type != "cpu":
+            out, (h, c) = run_lstm(self.lstm, packed)
+        else:
+            # Decoding: oneDNN (used for a batch of equal lengths, e.g. one sentence) builds a new LSTM
+            # primitive for every new length, 40% of encoding a 12-piece sentence alone (11.9 vs 7.1 ms
+            # with ATen's own LSTM, which packed batches of mixed lengths use anyway)
+            with _onednn(False):
+                out, (h, c) = run_lstm(self.lstm, packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, S, H)
         L, D = self.lstm.num_layers, self.num_directions
         return out, (_merge_directions(h, L, D), _merge_directions(c, L, D))

@@ -54,6 +54,29 @@ def test_encoder_gives_a_sentence_the_same_result_alone_and_in_a_padded_batch(ce
         torch.testing.assert_close(c[:, i], c1[:, 0], atol=1e-6, rtol=0)
 
 
+def test_decoding_encodes_without_onednn_and_gives_the_training_numbers(monkeypatch):
+    """In eval mode the fused encoder runs ATen's LSTM (oneDNN rebuilds its primitive for every new
+    length); the numbers are the train-mode (oneDNN) ones up to float rounding, and the process-wide
+    flag is back as it was afterwards."""
+    torch.manual_seed(0)
+    enc = Encoder(SRC_V, 6, 8, 2, dropout=0.0, bidirectional=True)
+    src, lens = padded([[5, 6, 7, 8]])  # one sentence: oneDNN's path when enabled
+    seen = []
+    real = cells.run_lstm
+
+    def spy(*args, **kwargs):
+        seen.append(torch.backends.mkldnn.enabled)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("seq2seq_lstm.encoder.run_lstm", spy)
+    with torch.no_grad():
+        train_memory = enc.train()(src, lens)[0]
+        eval_memory = enc.eval()(src, lens)[0]
+    assert seen == [True, False]
+    assert torch.backends.mkldnn.enabled
+    torch.testing.assert_close(eval_memory, train_memory, atol=1e-6, rtol=0)
+
+
 def test_bidirectional_final_state_is_forward_last_and_backward_first():
     torch.manual_seed(1)
     enc = Encoder(SRC_V, 6, 8, 1, bidirectional=True).eval()
