@@ -19,6 +19,7 @@ With ``attention=None`` the decoder is a plain LSTM language model (no source, n
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -149,6 +150,7 @@ class Decoder(nn.Module):
         self.out_proj = (
             nn.Linear(hidden_size, emb_dim, bias=False) if tie_output and emb_dim != hidden_size else None
         )
+        self.gate_table: Tensor | None = None  # inference only: cache_input_gates()
         self.generator = nn.Linear(emb_dim if self.out_proj is not None else hidden_size, vocab_size)
         if tie_output:
             self.generator.weight = self.embed.weight
@@ -195,10 +197,12 @@ class Decoder(nn.Module):
         out, weights = self._attend(top, state)
         return out, hc, weights
 
+    def _features(self, out: Tensor) -> Tensor:
+        """Attentional vectors (..., H) -> the output layer's input (..., E or H)."""
+        return out if self.out_proj is None else self.out_proj(out)
+
     def _logits(self, out: Tensor) -> Tensor:
-        if self.out_proj is not None:
-            out = self.out_proj(out)
-        return self.generator(out)
+        return self.generator(self._features(out))
 
     # ----------------------------------------------------------------------------------------------
 
@@ -227,15 +231,49 @@ class Decoder(nn.Module):
 
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One token per sentence: tokens (B,) -> log-probs (B, V) float32, new state, attention (B, S)."""
-        emb = F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
+        features, new_state, weights = self.step_features(tokens, state)
+        return torch.log_softmax(self.generator(features).float(), dim=-1), new_state, weights
+
+    def step_features(
+        self, tokens: Tensor, state: DecoderState
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """``step`` up to the output layer: tokens (B,) -> the generator's input (B, E or H), new state,
+        attention (B, S). A vocabulary shortlist (:mod:`seq2seq_lstm.shortlist`) applies its own rows."""
+        if self.gate_table is not None and not self.fused and not self.training:
+            gates = self.gate_table[tokens]  # (B, G*H): the same numbers as the product below
+        else:
+            emb = F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
         if self.fused:
             top, (h, c) = run_lstm(self.rnn, emb.unsqueeze(1), (state.h, state.c))  # (B, 1, H)
             out, weights = self._attend(top.squeeze(1), state)
             new_state = dataclasses.replace(state, h=h, c=c)
         else:
             hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
-            out, hc, weights = self._recur(self._input_gates(emb), state.feed, hc, state)
+            if self.gate_table is None or self.training:
+                gates = self._input_gates(emb)
+            out, hc, weights = self._recur(gates, state.feed, hc, state)
             feed = out if self.input_feeding else None
             new_state = dataclasses.replace(state, h=torch.stack(hc[0]), c=torch.stack(hc[1]), feed=feed)
-        log_probs = torch.log_softmax(self._logits(out).float(), dim=-1)
-        return log_probs, new_state, weights
+        return self._features(out), new_state, weights
+
+    @torch.no_grad()
+    def cache_input_gates(self, max_bytes: int = 128 * 2**20) -> bool:
+        """For inference: compute the first layer's embedding gates of every token once, (V, G*H), so a
+        step looks its row up instead of multiplying (an E x G*H product per row, ~8% of a decoding
+        step). Each row is computed as a step would (the int8 product is row-independent), so results
+        do not change. Skipped (returns False) for the fused LSTM, which has no separate input gates, or
+        when the table would exceed ``max_bytes``; ``train()`` drops it, as the weights will change."""
+        if self.fused:
+            return False
+        device = next(itertools.chain(self.parameters(), self.buffers())).device
+        tokens = torch.arange(self.embed.num_embeddings, device=device)
+        probe = self._input_gates(self.embed(tokens[:1]))  # (1, G*H)
+        if tokens.numel() * probe.numel() * probe.element_size() > max_bytes:
+            return False
+        self.gate_table = self._input_gates(self.embed(tokens))
+        return True
+
+    def train(self, mode: bool = True) -> Decoder:
+        if mode:
+            self.gate_table = None
+        return super().train(mode)

@@ -155,6 +155,8 @@ class Translator:
             raise UserError(f"batch_sentences must be >= 0 (0 = no cap); got {batch_sentences}")
         self.device = torch.device(device)
         self.models = [convert_weights(m.to(self.device).eval(), dtype) for m in models]
+        for m in self.models:
+            m.decoder.cache_input_gates()  # a table lookup per step instead of a product
         self.decoder = self.models[0] if len(self.models) == 1 else EnsembleDecoder(self.models)
         self.tokenizer, self.generation, self.sampling = tokenizer, generation, sampling
         self.batch_sentences = batch_sentences

@@ -117,6 +117,32 @@ def test_int8_linear_rows_do_not_depend_on_the_batch(bound):
     assert linear(x[:3].unsqueeze(0)).shape == (1, 3, 300)  # leading dimensions kept
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_the_input_gate_table_changes_no_number_and_training_drops_it(dtype):
+    """Decoding looks the first layer's embedding gates up in a (V, G*H) table instead of multiplying
+    at every step. int8: the same log-probs bit for bit (the product is row-independent). float32: the
+    table is one GEMM over V rows, and MKL rounds a 1-3 row GEMM differently in the last bit, so a
+    2-row step moves by float32 rounding only (and every batch now sees the same gates)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=32, hidden_size=64, enc_layers=1, dec_layers=2, dropout=0.0)
+    model = convert_weights(Seq2Seq(cfg, 300, 300).eval(), dtype)
+    src, lens = torch.tensor([[5, 6, 7, 8, 3], [9, 10, 3, 0, 0]]), torch.tensor([5, 3])
+    dec = model.decoder
+    with torch.inference_mode():
+        plain = [model.step(torch.tensor([t, t + 1]), model.start(src, lens))[0] for t in (2, 40, 298)]
+        assert dec.cache_input_gates()
+        assert dec.gate_table.shape == (300, 4 * 64)
+        cached = [model.step(torch.tensor([t, t + 1]), model.start(src, lens))[0] for t in (2, 40, 298)]
+    for a, b in zip(plain, cached, strict=True):
+        if dtype == "int8":
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert not dec.cache_input_gates(max_bytes=1000)  # too large: not built
+    model.train()
+    assert dec.gate_table is None
+
+
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.ao's notice, not ours
 def test_batch_wide_dynamic_quantization_would_depend_on_the_batch():
     """What the fixed ranges are for: torch's own dynamic Linear takes its activation range from the

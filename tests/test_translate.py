@@ -68,10 +68,12 @@ def same(a, b):
     """Two n-best lists agree: identical texts and tokens, scores to 1e-5 or float32's own precision.
 
     A score sums ~30 float32 log-probs, each a few ulp apart between batch shapes (the GEMM kernels
-    block differently): at |score| = 30 that is ~1e-5, hence the relative 1e-6 (four float32 ulp)."""
+    block differently), and the rounding differences feed through the recurrence: on these lines they
+    reach a relative 1.9e-6 of the score (measured; 1.2e-6 before the decoder looked its embedding gates
+    up in a table, which moved the trajectories), hence the relative 3e-6 (~25 float32 ulp)."""
     assert [h.text for h in a] == [h.text for h in b]
     assert [h.tokens for h in a] == [h.tokens for h in b]
-    assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=1e-6, abs=1e-5)
+    assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=3e-6, abs=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------
