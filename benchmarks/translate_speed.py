@@ -65,13 +65,13 @@ def peak_rss_mib() -> float:
 
 
 def run_mode(
-    checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: str, device: str
+    checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: str, device: str, shortlist: int = 0
 ) -> tuple[dict, list[str]]:
     from seq2seq_lstm.translate import Translator
 
     translator = Translator.from_checkpoint(
         checkpoint, beam_size=beam, n_best=1, batch_sentences=batch, batch_tokens=1_000_000, dtype=dtype,
-        device=device,
+        device=device, shortlist=shortlist,
     )  # fmt: skip
     translator.translate(lines[:2])  # warm-up: first-call allocations and kernel choices
     start = time.perf_counter()
@@ -103,6 +103,7 @@ def main() -> None:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "int8"), help="weight type")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (int8 is CPU-only)")
     p.add_argument("--onmt-json", type=Path, help="OpenNMT-py baseline's JSON line, for ratios")
+    p.add_argument("--shortlist", type=int, default=0, help="pieces per sentence (`s2s shortlist`); 0 = all")
     args = p.parse_args()
     if (args.checkpoint is None) == (args.random_reference is None):
         p.error("pass a checkpoint directory or --random-reference DIR")
@@ -124,7 +125,9 @@ def main() -> None:
     for mode in modes:
         beam, batch = MODES[mode]
         subset = lines[: args.bs1_limit] if batch == 1 and args.bs1_limit else lines
-        results[mode], texts[mode] = run_mode(checkpoint, subset, beam, batch, args.dtype, args.device)
+        results[mode], texts[mode] = run_mode(
+            checkpoint, subset, beam, batch, args.dtype, args.device, args.shortlist
+        )
         if refs is not None and len(subset) == len(lines):
             import sacrebleu
 
@@ -154,7 +157,8 @@ def main() -> None:
         verdict = "identical" if d["differ"] == 0 else f"{d['differ']} differ"
         print(f"{search}: batch 1 vs batch 32 on {d['compared']} sentences: {verdict}")
     print(json.dumps({"checkpoint": str(checkpoint), "threads": args.threads, "dtype": args.dtype,
-                      "device": args.device, "modes": results, "batch1_vs_batch32": identical}))  # fmt: skip
+                      "device": args.device, "shortlist": args.shortlist, "modes": results,
+                      "batch1_vs_batch32": identical}))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ A training run writes one directory (``training.out_dir``)::
     runs/x/logs/version_N/      metrics.csv (or TensorBoard events)
     runs/x/model.safetensors    the best weights, for translate / suggest / evaluate
     runs/x/model.json           task, vocabulary sizes, sha256 of each tokenizer file, step, val scores
+    runs/x/shortlist.safetensors  optional, `s2s shortlist`: per-sentence output vocabularies
 
 Nothing here ever unpickles arbitrary objects: ``.ckpt``/``.pt`` files are read with
 ``torch.load(weights_only=True)`` (a checkpoint carrying a pickle payload is refused, never run) and the
@@ -72,6 +73,10 @@ class RunDir:
     @property
     def weights(self) -> Path:
         return self.root / "model.safetensors"
+
+    @property
+    def shortlist(self) -> Path:
+        return self.root / "shortlist.safetensors"
 
     @property
     def meta(self) -> Path:
@@ -237,6 +242,11 @@ def _read_meta(run: RunDir) -> dict[str, Any]:
             f"{run.meta}: unknown format {meta.get('format') if isinstance(meta, dict) else meta!r}"
         )
     return meta
+
+
+def locate_run(path: str | os.PathLike) -> RunDir:
+    """The run directory of a run directory, a ``.safetensors`` file or a ``.ckpt``/``.pt``."""
+    return _locate(Path(path))[0]
 
 
 def _locate(path: Path) -> tuple[RunDir, Path]:

@@ -216,6 +216,7 @@ class GenerationConfig:
     ban_unk: bool = False  # never produce the unknown piece
     batch_tokens: int = 4096  # token budget per decoding batch (sorted by length)
     max_input_len: int = 400  # longer inputs are split into chunks of this many pieces
+    shortlist: int = 0  # target pieces per sentence from the run's shortlist (`s2s shortlist`); 0 = all
     suggest_k: int = 3  # suggestions shown by `s2s suggest`
     suggest_beam: int = 8  # piece beam used to build whole-word suggestions
     suggest_context: int = 64  # pieces of recent context the suggester reads (bounds work)
@@ -236,6 +237,7 @@ class GenerationConfig:
         _check_range("generation", "no_repeat_ngram", self.no_repeat_ngram, lo=0)
         _check_range("generation", "batch_tokens", self.batch_tokens, lo=1)
         _check_range("generation", "max_input_len", self.max_input_len, lo=1)
+        _check_range("generation", "shortlist", self.shortlist, lo=0)
         _check_range("generation", "suggest_k", self.suggest_k, lo=1)
         _check_range("generation", "suggest_beam", self.suggest_beam, lo=1)
         _check_range("generation", "suggest_context", self.suggest_context, lo=1)

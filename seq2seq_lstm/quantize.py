@@ -64,8 +64,38 @@ class Int8Linear(nn.Module):
             )[0]
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
         self.bound = bound
+        self._rows: tuple[Tensor, Tensor, Tensor] | None = None  # int8 rows, scales, zero points (cache)
         pin = 1.0 if bound is None else float(bound)
         self.register_buffer("pins", torch.tensor([[pin, -pin]]), persistent=False)  # (1, 2)
+
+    def select_outputs(self, index: Tensor) -> Int8Linear:
+        """This layer cut to the output features ``index`` (U,) long: the same int8 rows, scales and
+        input range, so every kept output equals the full layer's bit for bit (the int32 sums are
+        exact and the rest is per output). A vocabulary shortlist uses it for the output layer."""
+        index = index.cpu()
+        if self._rows is None:  # the int8 matrix unpacked once; each cut then costs one prepack
+            qweight = self.inner.weight()  # (N, K + 2) per-row int8
+            self._rows = (
+                qweight.int_repr(),
+                qweight.q_per_channel_scales(),
+                qweight.q_per_channel_zero_points(),
+            )
+        ints, scales, zero_points = self._rows
+        rows = torch._make_per_channel_quantized_tensor(ints[index], scales[index], zero_points[index], 0)
+        sub = Int8Linear.__new__(Int8Linear)
+        nn.Module.__init__(sub)
+        sub.out_features, sub.in_features, sub._rows = int(index.numel()), self.in_features, None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sub.inner = torch.ao.nn.quantized.dynamic.Linear(  # packs a 1-row stub, then the real rows
+                self.in_features + 2, 1, bias_=False, dtype=torch.qint8
+            )
+            sub.inner.set_weight_bias(rows, None)
+        bias = None if self.bias is None else self.bias[index.to(self.bias.device)]
+        sub.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        sub.bound = self.bound
+        sub.register_buffer("pins", self.pins, persistent=False)
+        return sub
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in_features) -> (..., out_features) float32."""

@@ -41,6 +41,7 @@ from .config import GenerationConfig
 from .errors import CheckpointError, UserError
 from .quantize import convert_weights
 from .search import EnsembleDecoder, Hypothesis, beam_search, greedy_search, max_lengths, sample
+from .shortlist import Shortlist, ShortlistDecoder, shortlist_path
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ class Translator:
         batch_sentences: int = 0,
         device: str | torch.device = "cpu",
         dtype: str = "float32",
+        shortlist: Shortlist | None = None,
     ) -> None:
         if not models:
             raise ValueError("a Translator needs at least one model")
@@ -160,6 +162,9 @@ class Translator:
         self.decoder = self.models[0] if len(self.models) == 1 else EnsembleDecoder(self.models)
         self.tokenizer, self.generation, self.sampling = tokenizer, generation, sampling
         self.batch_sentences = batch_sentences
+        if generation.shortlist and shortlist is None:
+            raise UserError("generation.shortlist is set but no shortlist was given (see `s2s shortlist`)")
+        self.shortlist = shortlist if generation.shortlist else None
 
     @classmethod
     def from_checkpoint(
@@ -196,8 +201,14 @@ class Translator:
             # sampling has no beam; n_best counts samples, so the n_best <= beam_size check must not bite
             overrides["beam_size"] = max(generation.beam_size, overrides.get("n_best", generation.n_best))
         generation = dataclasses.replace(generation, **overrides)  # its checks raise ConfigError
+        shortlist = None
+        if generation.shortlist:
+            first = paths if isinstance(paths, (str, os.PathLike)) else paths[0]
+            shortlist = Shortlist.load(
+                shortlist_path(first), tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+            )
         return cls(models, tokenizer, generation, sampling=sampling, batch_sentences=batch_sentences,
-                   device=device, dtype=dtype)  # fmt: skip
+                   device=device, dtype=dtype, shortlist=shortlist)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------
 
@@ -272,21 +283,43 @@ class Translator:
         self, batch: list[_Segment], attention: bool, generator: torch.Generator | None
     ) -> list[list[Hypothesis]]:
         """Search one batch: per segment, its hypotheses best first."""
+        prefix = [s.prefix for s in batch]
+        if self.shortlist is None:
+            return self._search(self.decoder, batch, prefix, attention, generator)
+        # search over each sentence's shortlist (ids into its row of `pieces`), then back to piece ids
+        pieces = self.shortlist.pieces([s.ids for s in batch], self.generation.shortlist, prefix)
+        members = [ShortlistDecoder(m, pieces.to(self.device)) for m in self.models]
+        decoder = members[0] if len(members) == 1 else EnsembleDecoder(members)
+        local = [torch.searchsorted(row, torch.tensor(p, dtype=torch.long)).tolist() for row, p in
+                 zip(pieces, prefix, strict=True)]  # fmt: skip
+        results = self._search(decoder, batch, local, attention, generator)
+        return [
+            [dataclasses.replace(h, tokens=row[h.tokens].tolist()) for h in hyps]
+            for row, hyps in zip(pieces, results, strict=True)
+        ]
+
+    def _search(
+        self,
+        decoder: Any,
+        batch: list[_Segment],
+        prefix: list[list[int]],
+        attention: bool,
+        generator: torch.Generator | None,
+    ) -> list[list[Hypothesis]]:
         g = self.generation
         src, src_lens = _pad([s.ids for s in batch], self.device)
-        state = self.decoder.start(src, src_lens)
+        state = decoder.start(src, src_lens)
         max_len = max_lengths(src_lens, g.max_len_a, g.max_len_b)
         options = dict(min_len=g.min_len, length_penalty=g.length_penalty, alpha=g.alpha,
                        no_repeat_ngram=g.no_repeat_ngram, ban_unk=g.ban_unk, unk=UNK_ID,
                        return_attention=attention, device=self.device)  # fmt: skip
-        prefix = [s.prefix for s in batch]
         B = len(batch)
         if self.sampling is not None:
             # n_best samples per sentence: repeat each row n times, sample once, rank each sentence's draws
             n = g.n_best
             rows = torch.arange(B, device=self.device).repeat_interleave(n)  # (B*n,)
             s = self.sampling
-            draws = sample(self.decoder, state.reorder(rows), B * n, BOS_ID, EOS_ID, max_len[rows],
+            draws = sample(decoder, state.reorder(rows), B * n, BOS_ID, EOS_ID, max_len[rows],
                            temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, generator=generator,
                            prefix=[prefix[i] for i in rows.tolist()], src_lens=src_lens[rows],
                            **options)  # fmt: skip
@@ -294,9 +327,9 @@ class Translator:
                 sorted((d[0] for d in draws[i * n : (i + 1) * n]), key=lambda h: -h.score) for i in range(B)
             ]
         if g.beam_size == 1:
-            return greedy_search(self.decoder, state, B, BOS_ID, EOS_ID, max_len, prefix=prefix,
+            return greedy_search(decoder, state, B, BOS_ID, EOS_ID, max_len, prefix=prefix,
                                  src_lens=src_lens, **options)  # fmt: skip
-        return beam_search(self.decoder, state, B, BOS_ID, EOS_ID, max_len, beam_size=g.beam_size,
+        return beam_search(decoder, state, B, BOS_ID, EOS_ID, max_len, beam_size=g.beam_size,
                            n_best=g.n_best, prefix=prefix, src_lens=src_lens, **options)  # fmt: skip
 
     def _assemble(

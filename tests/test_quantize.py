@@ -117,6 +117,20 @@ def test_int8_linear_rows_do_not_depend_on_the_batch(bound):
     assert linear(x[:3].unsqueeze(0)).shape == (1, 3, 300)  # leading dimensions kept
 
 
+@pytest.mark.parametrize("bound", [1.0, None])
+def test_int8_linear_cut_to_some_outputs_gives_those_outputs_bit_for_bit(bound):
+    """What a vocabulary shortlist relies on: the cut layer holds the same int8 rows and scales."""
+    torch.manual_seed(1)
+    linear = Int8Linear(torch.randn(500, 48) * 0.2, torch.randn(500), bound=bound)
+    x = torch.randn(9, 48).tanh()
+    full = linear(x)
+    for index in (torch.tensor([0, 7, 499]), torch.randperm(500)[:123], torch.arange(500)):
+        cut = linear.select_outputs(index)
+        assert cut.out_features == len(index)
+        assert torch.equal(cut(x), full[:, index])
+        assert torch.equal(cut(x[4:6]), full[4:6, index])  # and still row-independent
+
+
 @pytest.mark.parametrize("dtype", ["float32", "int8"])
 def test_the_input_gate_table_changes_no_number_and_training_drops_it(dtype):
     """Decoding looks the first layer's embedding gates up in a (V, G*H) table instead of multiplying

@@ -19,6 +19,7 @@ COMMANDS = {
     "data": "seq2seq_lstm.cli.data:data",
     "train": "seq2seq_lstm.cli.train:train",
     "translate": "seq2seq_lstm.cli.translate:translate",
+    "shortlist": "seq2seq_lstm.cli.shortlist:shortlist",
     "evaluate": "seq2seq_lstm.cli.evaluate:evaluate",
     "bleu": "seq2seq_lstm.cli.evaluate:bleu",
     "suggest": "seq2seq_lstm.cli.suggest:suggest",

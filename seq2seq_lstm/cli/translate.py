@@ -25,7 +25,7 @@ FORMATS = ("text", "jsonl")
 # command-line option -> generation.* field it overrides (None: keep the checkpoint's value)
 GENERATION_OPTIONS = (
     "beam_size", "n_best", "length_penalty", "alpha", "min_len", "max_len_a", "max_len_b", "no_repeat_ngram",
-    "ban_unk", "batch_tokens", "max_input_len",
+    "ban_unk", "batch_tokens", "max_input_len", "shortlist",
 )  # fmt: skip
 
 
@@ -119,6 +119,11 @@ def _length_penalties() -> tuple[str, ...]:
 )
 @click.option(
     "--max-input-len", type=click.IntRange(1), help="Longer inputs are split into chunks of this many pieces."
+)
+@click.option(
+    "--shortlist",
+    type=click.IntRange(0),
+    help="Score only N target pieces per sentence, from the run's `s2s shortlist` (faster); 0 = all.",
 )
 @click.option(
     "--format",
