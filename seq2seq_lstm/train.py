@@ -137,6 +137,11 @@ def train(
             trainer.validate(system, datamodule=datamodule, verbose=False)
 
     summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
+    if trainer.is_global_zero and cfg.task == "translation" and cfg.generation.shortlist:
+        from .shortlist import build_shortlist
+
+        # the config decodes with a shortlist: build it now, or `s2s translate` on the run would stop
+        logger.info("%s", build_shortlist(run.root))
     return TrainSummary(
         out_dir=run.root,
         steps=trainer.global_step,

@@ -163,6 +163,17 @@ def test_training_again_into_a_used_directory_needs_resume_or_overwrite(tmp_path
     assert train(tiny_config(tmp_path / "run", "training.max_steps=1"), overwrite=True).steps == 1
 
 
+def test_a_config_that_decodes_with_a_shortlist_gets_one_built_by_training(tmp_path):
+    from seq2seq_lstm.translate import Translator
+
+    run = tmp_path / "run"
+    train(tiny_config(run, "training.max_steps=2", "generation.shortlist=40", "generation.beam_size=2"))
+    assert RunDir(run).shortlist.is_file()
+    translator = Translator.from_checkpoint(run)
+    assert translator.shortlist is not None and translator.generation.shortlist == 40
+    assert len(translator.translate(["In the beginning God created the heaven and the earth."])) == 1
+
+
 class PoisonAt(L.Callback):
     """Makes the next training step's loss NaN at a given step, as an exploding model would."""
 
