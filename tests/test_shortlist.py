@@ -19,7 +19,7 @@ from seq2seq_lstm.shortlist import (
     ibm_model1,
 )
 from seq2seq_lstm.tokenizer import BOS_ID, Tokenizer
-from seq2seq_lstm.translate import Translator
+from seq2seq_lstm.translate import Sampling, Translator
 
 SIZE = 40  # of the tiny run's 120 pieces
 
@@ -164,6 +164,23 @@ def test_a_forced_prefix_goes_through_the_shortlist(run_dir, lines):
     for hyps in out:
         assert hyps[0].tokens[: len(want)] == want
         assert hyps[0].text.startswith(prefix)
+
+
+def test_sampling_and_ensembles_go_through_the_shortlist(run_dir, lines):
+    sampler = Sampling(temperature=1.5, seed=3)
+    a = Translator.from_checkpoint(run_dir, sampling=sampler, n_best=2, shortlist=SIZE)
+    b = Translator.from_checkpoint(run_dir, sampling=sampler, n_best=2, shortlist=SIZE)
+    first, again = a.translate_full(lines, attention=False), b.translate_full(lines, attention=False)
+    tok = a.tokenizer
+    for line, hyps, same_hyps in zip(lines, first, again, strict=True):
+        allowed = set(a.shortlist.pieces(tok.encode_src([line]), SIZE)[0].tolist())
+        assert [h.tokens for h in hyps] == [h.tokens for h in same_hyps]  # seeded: reproducible
+        assert all(set(h.tokens) <= allowed for h in hyps)
+    single = Translator.from_checkpoint(run_dir, beam_size=3, shortlist=SIZE)
+    double = Translator.from_checkpoint([run_dir, run_dir], beam_size=3, shortlist=SIZE)
+    for one, two in zip(single.translate_full(lines, attention=False),
+                        double.translate_full(lines, attention=False), strict=True):  # fmt: skip
+        same(one, two)
 
 
 def test_cli_builds_the_shortlist_and_translates_with_it(run_dir, lines, tmp_path, monkeypatch):
