@@ -183,7 +183,7 @@ def test_sampling_and_ensembles_go_through_the_shortlist(run_dir, lines):
         same(one, two)
 
 
-def test_cli_builds_the_shortlist_and_translates_with_it(run_dir, lines, tmp_path, monkeypatch):
+def test_cli_builds_the_shortlist_and_translates_with_it(lines, tmp_path, monkeypatch):
     run = tmp_path / "run"
     make_run(run)
     monkeypatch.chdir(TINY.parents[2])  # the tiny config's data paths are relative to the repository
