@@ -75,6 +75,13 @@ def test_each_source_piece_keeps_its_best_translations_and_null_absorbs_function
     lexicon = Shortlist.train(src, tgt, 2, 13, per_source=1, num_frequent=0, iterations=10)
     assert lexicon.candidates.tolist() == [[10], [11]]
     assert lexicon.frequent[:4].tolist() == [12, 10, 11, 0]  # by count, ties by id
+    # NULL (source id 2) is in every sentence, so it explains 12: p(12 | 0) falls from 0.455 without
+    # NULL to 0.115 with it, and 12 is NULL's best translation (0.937)
+    with_null = table(*ibm_model1(src, tgt, 2, 13, iterations=10), 13)
+    without = table(*ibm_model1(src, tgt, 2, 13, iterations=10, null=False), 13)
+    assert with_null[0, 12] == pytest.approx(0.115, abs=1e-3)
+    assert without[0, 12] == pytest.approx(0.455, abs=1e-3)
+    assert with_null[2, 12] == max(v for (s, _), v in with_null.items() if s == 2)
 
 
 def test_a_sentences_pieces_depend_on_it_alone_and_hold_what_they_must(run_dir):
