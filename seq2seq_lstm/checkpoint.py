@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import Config, atomic_write_text, config_from_dict, load_config
+from .config import Config, atomic_write, atomic_write_text, config_from_dict, load_config
 from .errors import CheckpointError, ConfigError, UserError
 from .tokenizer import Tokenizer
 
@@ -205,15 +204,8 @@ def export_weights(model: nn.Module, run: RunDir, meta: Mapping[str, Any]) -> Pa
     """Write ``model.safetensors`` (tied tensors stored once) and ``model.json``, each atomically."""
     from safetensors.torch import save_model
 
-    run.root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=run.root, prefix=".model.", suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        save_model(model, tmp, metadata={"format": "pt", "s2s_format": str(FORMAT_VERSION)})
-        os.replace(tmp, run.weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    metadata = {"format": "pt", "s2s_format": str(FORMAT_VERSION)}
+    atomic_write(run.weights, lambda tmp: save_model(model, str(tmp), metadata=metadata))
     atomic_write_text(run.meta, json.dumps({"format": FORMAT_VERSION, **meta}, indent=2) + "\n")
     return run.weights
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .config import atomic_write
 from .errors import CheckpointError, UserError
 from .tokenizer import EOS_ID
 
@@ -197,27 +198,16 @@ class Shortlist:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically as safetensors (no pickled code)."""
-        import tempfile
-
         from safetensors.torch import save_file
 
+        tensors = {"frequent": self.frequent.contiguous(), "candidates": self.candidates.contiguous()}
+        metadata = {
+            "s2s_shortlist": FORMAT,
+            "copy_source": str(int(self.copy_source)),
+            "num_frequent": str(self.num_frequent),
+        }
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".shortlist.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(
-                {"frequent": self.frequent.contiguous(), "candidates": self.candidates.contiguous()},
-                tmp,
-                metadata={
-                    "s2s_shortlist": FORMAT,
-                    "copy_source": str(int(self.copy_source)),
-                    "num_frequent": str(self.num_frequent),
-                },
-            )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
         return path
 
     @classmethod
