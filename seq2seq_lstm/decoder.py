@@ -239,18 +239,16 @@ class Decoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """``step`` up to the output layer: tokens (B,) -> the generator's input (B, E or H), new state,
         attention (B, S). A vocabulary shortlist (:mod:`seq2seq_lstm.shortlist`) applies its own rows."""
-        if self.gate_table is not None and not self.fused and not self.training:
-            gates = self.gate_table[tokens]  # (B, G*H): the same numbers as the product below
-        else:
-            emb = F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
+        lookup = self.gate_table is not None and not self.fused and not self.training
+        emb = None if lookup else F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
         if self.fused:
             top, (h, c) = run_lstm(self.rnn, emb.unsqueeze(1), (state.h, state.c))  # (B, 1, H)
             out, weights = self._attend(top.squeeze(1), state)
             new_state = dataclasses.replace(state, h=h, c=c)
         else:
             hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
-            if self.gate_table is None or self.training:
-                gates = self._input_gates(emb)
+            # the table holds the same numbers as the product (cache_input_gates)
+            gates = self.gate_table[tokens] if lookup else self._input_gates(emb)  # (B, G*H)
             out, hc, weights = self._recur(gates, state.feed, hc, state)
             feed = out if self.input_feeding else None
             new_state = dataclasses.replace(state, h=torch.stack(hc[0]), c=torch.stack(hc[1]), feed=feed)
