@@ -79,6 +79,14 @@ class Hypothesis:
     attention: Tensor | None = None
 
 
+def pad_ids(rows: Sequence[Sequence[int]], value: int) -> Tensor:
+    """Ragged id lists -> (B, longest) long, ``value`` where a row is shorter."""
+    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+    return out
+
+
 def max_lengths(src_lens: Tensor, a: float, b: int) -> Tensor:
     """Per-sentence maximum target length ``floor(a * source_length + b)``; (B,) -> (B,) long."""
     return torch.floor(a * src_lens.double() + b).long()
@@ -173,10 +181,7 @@ def _step_rules(
         raise ValueError(f"prefix needs one list per sentence ({batch_size}); got {len(prefix)}")
     if any(eos in p for p in prefix):
         raise ValueError("a forced prefix must not contain EOS; pass the tokens only")
-    width = max((len(p) for p in prefix), default=0)
-    forced = torch.full((batch_size, width), -1, dtype=torch.long)
-    for i, p in enumerate(prefix):
-        forced[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+    forced = pad_ids(prefix, -1)
     lengths = torch.tensor([len(p) for p in prefix], dtype=torch.long, device=device)
     return StepRules(
         eos=eos,

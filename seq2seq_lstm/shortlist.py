@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from .config import atomic_write
 from .errors import CheckpointError, UserError
+from .search import pad_ids
 from .tokenizer import EOS_ID
 
 SPECIALS = EOS_ID + 1  # ids 0..3: <pad> <unk> <s> </s>
@@ -161,13 +162,13 @@ class Shortlist:
         # (tier, rank of a candidate within its source piece's list, frequency).
         key = self._key
         keys = self._base_keys.repeat(len(src), 1)  # (B, V + 1): a spare column for misses
-        sources = _pad_ids(src)  # (B, S), -1 = padding
+        sources = pad_ids(src, -1)  # (B, S), -1 = padding
         cand = self.candidates[sources.clamp_min(0)]  # (B, S, k)
         cand = torch.where((sources >= 0).unsqueeze(2) & (cand >= 0), cand, vocab)  # misses -> spare
         bonus = torch.arange(k, 0, -1)  # best candidate k, the last 1
         keys.scatter_reduce_(1, cand.flatten(1), key(_CANDIDATE, bonus, cand.clamp_max(vocab - 1)).flatten(1),
                              reduce="amax")  # fmt: skip
-        for tier, ids in ((_COPY, sources if self.copy_source else None), (_PREFIX, _pad_ids(prefixes))):
+        for tier, ids in ((_COPY, sources if self.copy_source else None), (_PREFIX, pad_ids(prefixes, -1))):
             if ids is not None and ids.numel():
                 cols = torch.where(ids >= 0, ids, vocab)
                 keys.scatter_reduce_(1, cols, key(tier, 0, ids.clamp_min(0)), reduce="amax")
@@ -300,14 +301,6 @@ def build_shortlist(
                          for r, row in zip(refs, chosen, strict=True))  # fmt: skip
             coverage[size] = inside / max(1, sum(len(r) for r in refs))
     return ShortlistReport(path, len(train), coverage)
-
-
-def _pad_ids(rows: Sequence[Sequence[int]]) -> Tensor:
-    """Ragged id lists -> (B, max length) long, -1 where a row is shorter."""
-    out = torch.full((len(rows), max((len(r) for r in rows), default=0)), -1, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------

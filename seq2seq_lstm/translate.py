@@ -40,7 +40,15 @@ from torch import Tensor, nn
 from .config import GenerationConfig
 from .errors import CheckpointError, UserError
 from .quantize import convert_weights
-from .search import EnsembleDecoder, Hypothesis, beam_search, greedy_search, max_lengths, sample
+from .search import (
+    EnsembleDecoder,
+    Hypothesis,
+    beam_search,
+    greedy_search,
+    max_lengths,
+    pad_ids,
+    sample,
+)
 from .shortlist import Shortlist, ShortlistDecoder, shortlist_path
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY, Tokenizer
 
@@ -124,10 +132,7 @@ def split_long(ids: list[int], limit: int, piece: Callable[[int], str]) -> list[
 def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, Tensor]:
     """Lists of ids -> src (B, S) padded with PAD_ID, src_lens (B,)."""
     lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    src = torch.full((len(rows), int(lens.max())), PAD_ID, dtype=torch.long)
-    for i, r in enumerate(rows):
-        src[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return src.to(device), lens.to(device)
+    return pad_ids(rows, PAD_ID).to(device), lens.to(device)
 
 
 class Translator:
