@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from .config import TokenizerConfig
+from .config import TokenizerConfig, atomic_write
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -224,14 +224,7 @@ class Tokenizer:
                 raise
         else:
             for name, data in files.items():
-                fd, tmp_file = tempfile.mkstemp(dir=d, prefix=f".{name}.", suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        f.write(data)
-                    os.replace(tmp_file, d / name)
-                except BaseException:
-                    Path(tmp_file).unlink(missing_ok=True)
-                    raise
+                atomic_write(d / name, lambda tmp, data=data: tmp.write_bytes(data))
             for stale in {JOINT_FILE, SRC_FILE, TGT_FILE} - set(files):
                 (d / stale).unlink(missing_ok=True)
         return [d / name for name in files]
