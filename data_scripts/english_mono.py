@@ -4,6 +4,7 @@ Sources: Ding example sentences (English side; package trans-de-en), WordNet glo
 wordnet-base), the World English Bible (package sword-text-web) and chatterbot-corpus (PyPI). The Ding
 split is the one ding_en_de.py makes with the same seed: its training side goes to train, its valid
 and test sides are valid.txt and test.txt, and no valid or test sentence appears in train.
+train-ding.txt repeats train.txt's Ding sentences alone (the in-domain part, for fine-tuning).
 
     python data_scripts/english_mono.py --out data/en-mono
 """
@@ -106,11 +107,12 @@ def main() -> None:
         "bible-web": english_verses("web"),
         "chatterbot": chatterbot_utterances(args.cache),
     }
-    train, per_source, seen = [], Counter(), set(held_out)
+    train, per_source, seen, kept_by_source = [], Counter(), set(held_out), {}
     for name, texts in sources.items():
         kept = dedupe_texts((normalize(t) for t in texts), exclude=seen)
         seen.update(dedupe_key(t) for t in kept)
         per_source[name] = len(kept)
+        kept_by_source[name] = kept
         log(f"{name}: {len(texts)} sentences read, {len(kept)} new after dedupe and held-out removal")
         train += kept
     random.Random(args.seed).shuffle(train)  # sources interleaved, so any prefix is a fair sample
@@ -119,6 +121,9 @@ def main() -> None:
     write_lines(args.out / "train.txt", train)
     write_lines(args.out / "valid.txt", valid)
     write_lines(args.out / "test.txt", test)
+    # the in-domain part of train.txt (valid and test are Ding sentences too), for fine-tuning a model
+    # trained on all of it: `s2s train --init-from` (README, next-word suggestion)
+    write_lines(args.out / "train-ding.txt", kept_by_source["ding"])
     summary("en-mono train sentences by source", dict(per_source))
     summary("en-mono sentences", {"train": len(train), "valid": len(valid), "test": len(test)})
 

@@ -159,6 +159,7 @@ class TrainingConfig:
 
     out_dir: str = "runs/default"  # checkpoint directory: config, tokenizer model(s), checkpoints, logs
     seed: int = 1234  # global seed (weights, dropout, batch order)
+    init_from: str = ""  # fine-tune: start from this run's weights and reuse its tokenizer ("" = fresh)
     optimizer: str = "adam"  # adam or adamw
     lr: float = 1e-3  # peak learning rate
     betas: tuple[float, float] = (0.9, 0.999)  # Adam betas

@@ -32,6 +32,7 @@ from .checkpoint import (
     check_tokenizer,
     export_weights,
     load_checkpoint_file,
+    locate_run,
     model_state_from_checkpoint,
 )
 from .config import Config, TrainingConfig, load_config, save_config
@@ -112,6 +113,8 @@ def train(
     model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
     if ckpt_path is not None:
         _check_resume_checkpoint(ckpt_path, model, tokenizer, run)
+    elif t.init_from:
+        _init_weights(model, cfg)
     logger.info("model: %s", model_summary(model))
     system = SYSTEMS[cfg.task](cfg, model, tokenizer)
 
@@ -253,9 +256,43 @@ def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: 
         for path in (run.config, run.weights, run.meta):
             path.unlink(missing_ok=True)
     run.root.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(cfg, run.tokenizer)
+    if cfg.training.init_from:
+        tokenizer = _copy_tokenizer(locate_run(cfg.training.init_from), run)
+    else:
+        tokenizer = train_tokenizer(cfg, run.tokenizer)
     save_config(cfg, run.config)  # last: other ranks take its presence as "the run directory is ready"
     return tokenizer
+
+
+def _copy_tokenizer(source: RunDir, run: RunDir) -> Any:
+    """Fine-tuning keeps the vocabulary its weights were trained with: the source run's tokenizer."""
+    from .tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(source.tokenizer)
+    tokenizer.save(run.tokenizer)
+    return tokenizer
+
+
+def _init_weights(model: Any, cfg: Config) -> None:
+    """Start from the weights of ``training.init_from`` (fine-tuning), checked against this config.
+
+    Only the weights come along: the optimizer, the schedule and the step count start afresh (OpenNMT-py's
+    ``-train_from`` with ``-reset_optim all``); ``--resume`` is what continues a run exactly.
+    """
+    from .checkpoint import load_for_inference
+
+    source = cfg.training.init_from
+    # checks the source's tokenizer (copied into this run) against its weights
+    source_model, source_cfg, _ = load_for_inference(source)
+    if source_cfg.task != cfg.task:
+        raise ConfigError(
+            f"training.init_from: {source} holds a {source_cfg.task} model but this config trains a "
+            f"{cfg.task} model; fine-tune from a run of the same task"
+        )
+    state = source_model.state_dict()
+    check_state_dict(model, state, source, "this config")
+    model.load_state_dict(state)
+    logger.info("weights from %s (fine-tuning: optimizer and schedule start afresh)", source)
 
 
 def _wait_for(run: RunDir, cfg: Config) -> None:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from seq2seq_lstm.checkpoint import CKPT_KEY, RunDir, load_checkpoint_file, load_for_inference
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config
-from seq2seq_lstm.errors import UserError
+from seq2seq_lstm.errors import CheckpointError, UserError
 from seq2seq_lstm.search import greedy_search
 from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID
 from seq2seq_lstm.train import train
@@ -172,6 +172,57 @@ def test_a_config_that_decodes_with_a_shortlist_gets_one_built_by_training(tmp_p
     translator = Translator.from_checkpoint(run)
     assert translator.shortlist is not None and translator.generation.shortlist == 40
     assert len(translator.translate(["In the beginning God created the heaven and the earth."])) == 1
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    assert load_config(path).task in ("translation", "lm")  # unknown or misspelt keys would raise
+
+
+class WeightsAtStart(L.Callback):
+    """Keeps a copy of the model's weights as training starts (after any initialisation)."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def test_fine_tuning_starts_from_the_source_weights_and_keeps_its_tokenizer(tmp_path):
+    source = tmp_path / "source"
+    train(tiny_config(source, "training.max_steps=3"))
+    start = WeightsAtStart()
+    # other text, too small for the config's 120 pieces: a tokenizer could not even be trained on it
+    other_text = [f"data.train={ROOT / 'tests/fixtures/tiny/valid'}", "training.max_steps=2"]
+    summary = train(
+        tiny_config(tmp_path / "tuned", *other_text, f"training.init_from={source}"), callbacks=[start]
+    )
+    assert summary.steps == 2  # a fresh step count: only the weights come along
+    for name in ("spm.model",):
+        assert (tmp_path / "tuned/tokenizer" / name).read_bytes() == (
+            source / "tokenizer" / name
+        ).read_bytes()
+    source_state = load_for_inference(source)[0].state_dict()
+    assert start.state.keys() == source_state.keys()
+    for name, tensor in source_state.items():
+        assert torch.equal(start.state[name], tensor), name
+    tuned = load_for_inference(tmp_path / "tuned")[0].state_dict()
+    assert any(not torch.equal(tuned[n], source_state[n]) for n in source_state)  # and it trained on
+
+
+def test_fine_tuning_from_another_shape_or_nothing_is_one_clear_error(tmp_path):
+    source = tmp_path / "source"
+    train(tiny_config(source, "training.max_steps=1"))
+    wider = tiny_config(
+        tmp_path / "wider", "training.max_steps=1", "model.hidden_size=48", f"training.init_from={source}"
+    )
+    shapes = r"source does not match this config: parameter .* has shape \(128, 32\) in the weights but "
+    shapes += r"\(192, 48\) in the model built from the config"
+    with pytest.raises(CheckpointError, match=shapes):
+        train(wider)
+    missing = tiny_config(
+        tmp_path / "x", "training.max_steps=1", f"training.init_from={tmp_path / 'nothing'}"
+    )
+    with pytest.raises(CheckpointError, match=r"model .*nothing does not exist; pass a run directory"):
+        train(missing)
 
 
 class PoisonAt(L.Callback):

@@ -13,6 +13,7 @@ DEVICE_OPTIONS = {
     "precision": "precision",
     "max_steps": "max_steps",
     "out_dir": "out_dir",
+    "init_from": "init_from",
 }
 
 
@@ -47,6 +48,11 @@ DEVICE_OPTIONS = {
     "--out-dir",
     type=click.Path(file_okay=False),
     help="Run directory for config, tokenizer, checkpoints and logs (training.out_dir).",
+)
+@click.option(
+    "--init-from",
+    type=click.Path(),
+    help="Fine-tune: start from this run's weights and tokenizer; fresh optimizer (training.init_from).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")
 def train(config_path, overrides, resume, overwrite, verbose, **device_options) -> None:
