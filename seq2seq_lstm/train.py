@@ -257,7 +257,11 @@ def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: 
             path.unlink(missing_ok=True)
     run.root.mkdir(parents=True, exist_ok=True)
     if cfg.training.init_from:
-        tokenizer = _copy_tokenizer(locate_run(cfg.training.init_from), run)
+        try:
+            source = locate_run(cfg.training.init_from)
+        except CheckpointError as e:
+            raise CheckpointError(f"training.init_from: {e}") from None
+        tokenizer = _copy_tokenizer(source, run)
     else:
         tokenizer = train_tokenizer(cfg, run.tokenizer)
     save_config(cfg, run.config)  # last: other ranks take its presence as "the run directory is ready"

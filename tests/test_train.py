@@ -221,7 +221,9 @@ def test_fine_tuning_from_another_shape_or_nothing_is_one_clear_error(tmp_path):
     missing = tiny_config(
         tmp_path / "x", "training.max_steps=1", f"training.init_from={tmp_path / 'nothing'}"
     )
-    with pytest.raises(CheckpointError, match=r"model .*nothing does not exist; pass a run directory"):
+    with pytest.raises(
+        CheckpointError, match=r"^training\.init_from: model .*nothing does not exist; pass a run directory"
+    ):
         train(missing)
 
 
