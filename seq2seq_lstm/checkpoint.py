@@ -276,7 +276,7 @@ def load_for_inference(
     ckpt: dict[str, Any] | None = None
     if weights.suffix == ".safetensors":
         info = _read_meta(run)
-        cfg = _load_run_config(run)
+        cfg = load_run_config(run)
     else:
         ckpt = load_checkpoint_file(weights)
         info = ckpt.get(CKPT_KEY)
@@ -337,7 +337,8 @@ def load_ensemble(
     return models, first[0], first[1]
 
 
-def _load_run_config(run: RunDir) -> Config:
+def load_run_config(run: RunDir) -> Config:
+    """The resolved config a run directory holds (``config.yaml``), or one clear error."""
     if not run.config.is_file():
         raise CheckpointError(
             f"{run.config} is missing; {run.root} is not a run directory written by `s2s train`"

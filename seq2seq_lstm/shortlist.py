@@ -273,12 +273,12 @@ def build_shortlist(
     which bounds IBM Model 1's memory to a few GB) and write it into the run directory; report its
     coverage of the validation references (a piece outside the shortlist cannot be produced) at each
     of ``sizes``."""
-    from .checkpoint import _load_run_config, locate_run
+    from .checkpoint import load_run_config, locate_run
     from .data import load_split
     from .tokenizer import Tokenizer
 
     run = locate_run(checkpoint)
-    cfg = _load_run_config(run)
+    cfg = load_run_config(run)
     if cfg.task != "translation":
         raise UserError(f"{run.root} holds a {cfg.task} model; a shortlist is for translation models")
     tokenizer = Tokenizer.load(run.tokenizer)

@@ -32,6 +32,7 @@ from .checkpoint import (
     check_tokenizer,
     export_weights,
     load_checkpoint_file,
+    load_run_config,
     locate_run,
     model_state_from_checkpoint,
 )
@@ -257,11 +258,7 @@ def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: 
             path.unlink(missing_ok=True)
     run.root.mkdir(parents=True, exist_ok=True)
     if cfg.training.init_from:
-        try:
-            source = locate_run(cfg.training.init_from)
-        except CheckpointError as e:
-            raise CheckpointError(f"training.init_from: {e}") from None
-        tokenizer = _copy_tokenizer(source, run)
+        tokenizer = _copy_tokenizer(_fine_tuning_source(cfg), run)
     else:
         tokenizer = train_tokenizer(cfg, run.tokenizer)
     save_config(cfg, run.config)  # last: other ranks take its presence as "the run directory is ready"
@@ -277,6 +274,22 @@ def _copy_tokenizer(source: RunDir, run: RunDir) -> Any:
     return tokenizer
 
 
+def _fine_tuning_source(cfg: Config) -> RunDir:
+    """The run ``training.init_from`` names, checked to hold a model of this config's task."""
+    try:
+        source = locate_run(cfg.training.init_from)
+        task = load_run_config(source).task
+    except CheckpointError as e:
+        raise CheckpointError(f"training.init_from: {e}") from None
+    if task != cfg.task:
+        kinds = {"lm": "language model", "translation": "translation model"}
+        raise ConfigError(
+            f"training.init_from: {cfg.training.init_from} holds a {kinds[task]} but this config trains a "
+            f"{kinds[cfg.task]}; fine-tune from a run of the same task"
+        )
+    return source
+
+
 def _init_weights(model: Any, cfg: Config) -> None:
     """Start from the weights of ``training.init_from`` (fine-tuning), checked against this config.
 
@@ -285,18 +298,12 @@ def _init_weights(model: Any, cfg: Config) -> None:
     """
     from .checkpoint import load_for_inference
 
-    source = cfg.training.init_from
-    # checks the source's tokenizer (copied into this run) against its weights
-    source_model, source_cfg, _ = load_for_inference(source)
-    if source_cfg.task != cfg.task:
-        raise ConfigError(
-            f"training.init_from: {source} holds a {source_cfg.task} model but this config trains a "
-            f"{cfg.task} model; fine-tune from a run of the same task"
-        )
+    # checks the source's tokenizer (copied into this run by _prepare_run) against its weights
+    source_model = load_for_inference(cfg.training.init_from)[0]
     state = source_model.state_dict()
-    check_state_dict(model, state, source, "this config")
+    check_state_dict(model, state, cfg.training.init_from, "this config")
     model.load_state_dict(state)
-    logger.info("weights from %s (fine-tuning: optimizer and schedule start afresh)", source)
+    logger.info("weights from %s (fine-tuning: optimizer and schedule start afresh)", cfg.training.init_from)
 
 
 def _wait_for(run: RunDir, cfg: Config) -> None:

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from seq2seq_lstm.checkpoint import CKPT_KEY, RunDir, load_checkpoint_file, load_for_inference
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config
-from seq2seq_lstm.errors import CheckpointError, UserError
+from seq2seq_lstm.errors import CheckpointError, ConfigError, UserError
 from seq2seq_lstm.search import greedy_search
 from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID
 from seq2seq_lstm.train import train
@@ -218,6 +218,12 @@ def test_fine_tuning_from_another_shape_or_nothing_is_one_clear_error(tmp_path):
     shapes += r"\(192, 48\) in the model built from the config"
     with pytest.raises(CheckpointError, match=shapes):
         train(wider)
+    lm = tiny_config(tmp_path / "lm", "task=lm", "training.max_steps=1", f"training.init_from={source}")
+    with pytest.raises(
+        ConfigError, match=r"holds a translation model but this config trains a language model"
+    ):
+        train(lm)
+    assert not (tmp_path / "lm" / "tokenizer").exists()  # refused before anything was written
     missing = tiny_config(
         tmp_path / "x", "training.max_steps=1", f"training.init_from={tmp_path / 'nothing'}"
     )
