@@ -32,6 +32,7 @@ from .checkpoint import (
     check_tokenizer,
     export_weights,
     load_checkpoint_file,
+    load_for_inference,
     load_run_config,
     locate_run,
     model_state_from_checkpoint,
@@ -296,8 +297,6 @@ def _init_weights(model: Any, cfg: Config) -> None:
     Only the weights come along: the optimizer, the schedule and the step count start afresh (OpenNMT-py's
     ``-train_from`` with ``-reset_optim all``); ``--resume`` is what continues a run exactly.
     """
-    from .checkpoint import load_for_inference
-
     # checks the source's tokenizer (copied into this run by _prepare_run) against its weights
     source_model = load_for_inference(cfg.training.init_from)[0]
     state = source_model.state_dict()
