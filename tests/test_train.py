@@ -220,7 +220,7 @@ def test_fine_tuning_on_new_text_fits_that_text_better_than_more_of_the_old(tmp_
     assert final_val_loss("new", "valid") < final_val_loss("old", "train") - 0.1
 
 
-def test_fine_tuning_from_another_shape_or_nothing_is_one_clear_error(tmp_path):
+def test_fine_tuning_from_another_shape_task_or_nothing_is_one_clear_error(tmp_path):
     source = tmp_path / "source"
     train(tiny_config(source, "training.max_steps=1"))
     wider = tiny_config(
@@ -322,6 +322,16 @@ def test_cli_nan_loss_is_one_line_and_exit_1(tmp_path):
     assert last.startswith("Error: ") and " became " in last and " at step " in last, last
     assert last.endswith("; lower training.lr or check the data")
     assert "Traceback" not in result.output
+
+
+def test_cli_init_from_sets_the_key_and_a_missing_run_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--config", str(TINY), "--out-dir", str(tmp_path / "run"),
+                                       "--init-from", str(tmp_path / "nothing")])  # fmt: skip
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: training.init_from: model {tmp_path / 'nothing'} does not exist; pass a run directory "
+        "written by `s2s train`\n"
+    )
 
 
 def train_in_subprocess(out_dir: Path, *args: str) -> None:
