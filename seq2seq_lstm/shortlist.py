@@ -238,13 +238,6 @@ class Shortlist:
                    int(meta.get("num_frequent", 100)))  # fmt: skip
 
 
-def shortlist_path(checkpoint: str | os.PathLike) -> Path:
-    """Where a run directory (or one of its weight files) keeps its shortlist."""
-    from .checkpoint import locate_run
-
-    return locate_run(checkpoint).shortlist
-
-
 @dataclass(frozen=True)
 class ShortlistReport:
     """What `s2s shortlist` did: the file, the corpus size, and coverage of the validation references."""

@@ -49,7 +49,7 @@ from .search import (
     pad_ids,
     sample,
 )
-from .shortlist import Shortlist, ShortlistDecoder, shortlist_path
+from .shortlist import Shortlist, ShortlistDecoder
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class Translator:
         ``overrides`` replace fields of the first run's ``generation`` section (``beam_size=1``, ...);
         an ensemble's members must share the first one's tokenizer.
         """
-        from .checkpoint import load_ensemble
+        from .checkpoint import load_ensemble, locate_run
 
         def translation_model(path, cfg, first) -> None:
             if cfg.task != "translation":
@@ -210,7 +210,7 @@ class Translator:
         if generation.shortlist:
             first = paths if isinstance(paths, (str, os.PathLike)) else paths[0]
             shortlist = Shortlist.load(
-                shortlist_path(first), tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
+                locate_run(first).shortlist, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
             )
         return cls(models, tokenizer, generation, sampling=sampling, batch_sentences=batch_sentences,
                    device=device, dtype=dtype, shortlist=shortlist)  # fmt: skip
