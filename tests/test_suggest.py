@@ -359,6 +359,81 @@ def test_session_matches_fresh_runs_keystroke_by_keystroke(trained, tokenizer):
     assert counting.tokens < fresh_tokens / 2  # the cache saves the context steps
 
 
+def test_prefetched_keystrokes_are_answered_without_a_model_step(trained, tokenizer):
+    """Between keystrokes the session works out the likely next ones; when one comes, suggest() only
+    looks it up, and every answer equals a fresh run's, whether prefetched or not."""
+    text = "She made a cup of tea, I think. The weather is nice today."
+    counting = CountingLM(trained.model)
+    session = Suggester(counting, tokenizer).session()
+    looked_up = 0
+    for i in range(len(text) + 1):
+        before = counting.tokens
+        got = session.suggest(text[:i])
+        looked_up += counting.tokens == before
+        want = trained.suggest(text[:i])
+        assert [s.word for s in got] == [s.word for s in want], text[:i]
+        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+        assert session.prefetch(text[:i], chars=2) >= 1
+    # a space after each word, and the first letters of common words, were prefetched
+    assert looked_up > (len(text) + 1) / 2
+    session = Suggester(counting, tokenizer).session()
+    session.suggest("She made a cup of te")
+    session.prefetch("She made a cup of te")  # "tea" is the likely word: its next letter is "a"
+    before = counting.tokens
+    assert session.suggest("She made a cup of tea")[0].word == "tea"
+    assert counting.tokens == before
+    session.prefetch("She made a cup of tea")  # a word: a space (the next word) comes first
+    want = [s.word for s in trained.suggest("She made a cup of tea ")]
+    assert [s.word for s in session.suggest("She made a cup of tea ")] == want
+    assert counting.tokens > before  # the prefetch stepped
+    before = counting.tokens
+    session.suggest("She made a cup of tea ")
+    assert counting.tokens == before
+
+
+def test_sessions_of_a_language_model_share_the_start_of_a_sentence(trained, tokenizer):
+    counting = CountingLM(trained.model)
+    suggester = Suggester(counting, tokenizer)
+    first = suggester.session()
+    want = [first.suggest(text) for text in ("", "T", "The weather. ")]
+    before = counting.tokens
+    second = suggester.session()
+    assert counting.tokens == before + 1  # the session steps BOS, nothing else
+    assert [second.suggest(text) for text in ("", "T", "The weather. ")] == want
+    assert counting.tokens == before + 1
+    assert second.suggest("The ") == trained.suggest("The ") and counting.tokens > before + 1
+
+
+def test_prefetch_gives_way_to_a_waiting_keystroke(trained, tokenizer):
+    counting = CountingLM(trained.model)
+    session = Suggester(counting, tokenizer).session()
+    session.suggest("She made a cup")
+    before = counting.tokens
+    assert session.prefetch("She made a cup", should_stop=lambda: True) == 0
+    assert counting.tokens == before  # asked before the first step: nothing was stepped
+    calls = []
+    session.prefetch("She made a cup", should_stop=lambda: calls.append(1) or len(calls) > 2)
+    assert len(calls) == 3  # stopped at the third step it was about to take
+    # what was stepped before the stop is kept and correct
+    got, want = session.suggest("She made a cup "), trained.suggest("She made a cup ")
+    assert [s.word for s in got] == [s.word for s in want]
+    assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+
+
+def test_a_full_node_cache_keeps_working(trained, tokenizer, monkeypatch):
+    """With room for only a few stepped sequences, eviction keeps what the step needs: same answers."""
+    import seq2seq_lstm.suggest as suggest_module
+
+    monkeypatch.setattr(suggest_module, "MAX_CACHED_SEQUENCES", 12)
+    session = trained.session()
+    text = "She made a cup of tea. The weather is nice today. I don't know what to say."
+    for i in range(len(text) + 1):
+        got, want = session.suggest(text[:i]), trained.suggest(text[:i])
+        assert [s.word for s in got] == [s.word for s in want], text[:i]
+        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+        assert len(session._nodes) <= 12 + trained.beam
+
+
 # ------------------------------------------------------------------------------------------------
 # Bad input
 
@@ -540,6 +615,9 @@ def test_translation_suggestions_are_conditioned_on_the_source(tokenizer):
     b = suggester.suggest("a cup of t", source="The weather is nice today.")
     assert a and all(s.word.startswith("t") for s in a)
     assert [s.prob for s in a] != pytest.approx([s.prob for s in b])  # the source changes the state
+    # at the start of a sentence too: a translation's first words are not shared between sources
+    a, b = (suggester.suggest("", source=src) for src in ("I would like tea.", "The weather is nice."))
+    assert [s.prob for s in a] != pytest.approx([s.prob for s in b])
     session = suggester.session("I would like a cup of tea.")
     for text in ("", "I", "I would like a cup", "I would like a cup of t"):
         want = suggester.suggest(text, source="I would like a cup of tea.")
