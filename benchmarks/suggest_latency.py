@@ -2,9 +2,15 @@
 
 A typed transcript (sentences of a text file) is replayed one character at a time through a
 :class:`~seq2seq_lstm.suggest.SuggestSession` per sentence, as a keyboard would call it; every call's
-wall time is one sample (next-word and partial-word calls alike). Reports p50/p95/p99 in ms and the
-model's size (serialized state dict). A phone keyboard must answer within 20 ms of a keystroke; the
-target here is p95 <= 3 ms.
+wall time is one sample (next-word and partial-word calls alike). Reports p50/p95/p99 in ms, model
+steps per keystroke and the model's size (serialized state dict). A phone keyboard must answer within
+20 ms of a keystroke; the target here is p95 <= 3 ms.
+
+``--prefetch N`` also replays the keyboard's idle time: after each answer the session works out the
+answers for the next keystrokes it expects (a space and the N likeliest characters,
+:meth:`~seq2seq_lstm.suggest.SuggestSession.prefetch`). That work is timed apart ("idle" columns):
+it has to fit between two keystrokes (~150-300 ms on a phone), and the latency columns then count
+only what a keystroke still waits for.
 
     python benchmarks/suggest_latency.py --checkpoint runs/lm-en
     python benchmarks/suggest_latency.py --checkpoint runs/lm-a --checkpoint runs/lm-b   # an ensemble
@@ -41,17 +47,38 @@ def model_megabytes(model: nn.Module) -> float:
     return buf.tell() / 2**20
 
 
-def replay(suggester: Suggester, sentences: list[str], warmup: int = 3) -> np.ndarray:
-    """Milliseconds of every keystroke's suggest call (the first ``warmup`` sentences not counted)."""
-    times = []
-    for n, sentence in enumerate(sentences):
-        session = suggester.session()
-        for i in range(len(sentence) + 1):
-            t0 = time.perf_counter()
-            session.suggest(sentence[:i])
-            if n >= warmup:
-                times.append(1000 * (time.perf_counter() - t0))
-    return np.array(times)
+def replay(
+    suggester: Suggester, sentences: list[str], prefetch: int | None = None, warmup: int = 3
+) -> dict[str, np.ndarray]:
+    """Per keystroke (the first ``warmup`` sentences not counted): milliseconds of the suggest call,
+    model steps it took, and with ``prefetch`` the milliseconds of the idle-time work after it."""
+    steps = [0]
+    step = suggester.model.step
+
+    def counted(*args):
+        steps[0] += 1
+        return step(*args)
+
+    suggester.model.step = counted  # an instance attribute: the model's own method is untouched
+    ms, stepped, idle = [], [], []
+    try:
+        for n, sentence in enumerate(sentences):
+            session = suggester.session()
+            for i in range(len(sentence) + 1):
+                before = steps[0]
+                t0 = time.perf_counter()
+                session.suggest(sentence[:i])
+                t1 = time.perf_counter()
+                took = steps[0] - before
+                if prefetch is not None:
+                    session.prefetch(sentence[:i], chars=prefetch)
+                if n >= warmup:
+                    ms.append(1000 * (t1 - t0))
+                    stepped.append(took)
+                    idle.append(1000 * (time.perf_counter() - t1))
+    finally:
+        del suggester.model.step
+    return {"ms": np.array(ms), "steps": np.array(stepped), "idle_ms": np.array(idle)}
 
 
 def build(args) -> tuple[list[nn.Module], object, object]:
@@ -83,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transcript", default="data/en-mono/test.txt", help="sentences to type")
     parser.add_argument("--sentences", type=int, default=100, help="sentences of the transcript to type")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated weight types to time")
+    parser.add_argument(
+        "--prefetch",
+        default="off",
+        help="comma-separated: off (no idle-time work) and/or N (prefetch a space and N characters)",
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.config and not args.tokenizer_text:
@@ -90,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.dtypes.split(",")) - set(DTYPES))
     if unknown:
         parser.error(f"--dtypes: unknown weight type {unknown[0]}; choose from {', '.join(DTYPES)}")
+    try:
+        prefetches = [None if v == "off" else int(v) for v in args.prefetch.split(",")]
+    except ValueError:
+        parser.error(f"--prefetch: expected off or whole numbers, got {args.prefetch!r}")
     torch.set_num_threads(1)
 
     models, cfg, tokenizer = build(args)
@@ -100,16 +136,25 @@ def main(argv: list[str] | None = None) -> int:
         variants = [convert_weights(copy.deepcopy(model), name) for model in models]
         variant = variants[0] if len(variants) == 1 else EnsembleDecoder(variants)
         suggester = Suggester.from_config(variant, tokenizer, cfg)
-        ms = replay(suggester, sentences)
-        row = {
-            "keystrokes": int(ms.size),
-            **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
-            "mean_ms": round(float(ms.mean()), 3),
-            "model_mb": round(sum(model_megabytes(v) for v in variants), 2),
-        }
-        results["variants"][name] = row
-        print(f"{name:>13}: " + "  ".join(f"{k} {v}" for k, v in row.items()))
+        for chars in prefetches:
+            got = replay(suggester, sentences, chars)
+            ms, steps = got["ms"], got["steps"]
+            row = {
+                "keystrokes": int(ms.size),
+                **{f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 95, 99)},
+                "mean_ms": round(float(ms.mean()), 3),
+                "steps_mean": round(float(steps.mean()), 2),
+                "no_step": round(float((steps == 0).mean()), 3),  # share of keystrokes with no model step
+                "model_mb": round(sum(model_megabytes(v) for v in variants), 2),
+            }
+            if chars is not None:
+                idle = got["idle_ms"]
+                row.update({f"idle_p{q}_ms": round(float(np.percentile(idle, q)), 1) for q in (50, 95, 99)})
+            label = name if chars is None else f"{name}+prefetch{chars}"
+            results["variants"][label] = row
+            print(f"{label:>17}: " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     results["settings"] = {
+        "stop_ratio": suggester.stop_ratio,
         "suggest_k": cfg.generation.suggest_k,
         "suggest_beam": cfg.generation.suggest_beam,
         "suggest_context": cfg.generation.suggest_context,
