@@ -467,8 +467,9 @@ class SuggestSession:
         (:meth:`_next_keystrokes`). ``should_stop()`` (e.g. "is a key event waiting?") is asked before
         every model step; when it says yes the work stops there, so a keystroke waits at most one step.
         What was computed stays. On the Ding English test sentences with the int8 keyboard model,
-        ``chars=16`` answers 92% of keystrokes without a model step for ~30 ms of work per keystroke
-        (``benchmarks/suggest_latency.py --prefetch 16``); fewer ``chars`` work less and miss more.
+        ``chars=16`` answers 94-95% of keystrokes without a model step for 23-32 ms of work per
+        keystroke (median; ``benchmarks/suggest_latency.py --prefetch 16``), and a session's memory
+        grows by ~80 MB at most (the node cache's bound); fewer ``chars`` work less and miss more.
         """
         parsed = self._typed(text)
         if parsed is None:
