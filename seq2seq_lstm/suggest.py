@@ -468,8 +468,9 @@ class SuggestSession:
         every model step; when it says yes the work stops there, so a keystroke waits at most one step.
         What was computed stays. On the Ding English test sentences with the int8 keyboard model,
         ``chars=16`` answers 94-95% of keystrokes without a model step for 23-32 ms of work per
-        keystroke (median; ``benchmarks/suggest_latency.py --prefetch 16``), and a session's memory
-        grows by ~80 MB at most (the node cache's bound); fewer ``chars`` work less and miss more.
+        keystroke (median; ``benchmarks/suggest_latency.py --prefetch 16``); one session typing 40
+        sentences grew by 83 MB (the node cache holds at most 2048 sequences). Fewer ``chars`` work
+        less and miss more.
         """
         parsed = self._typed(text)
         if parsed is None:
