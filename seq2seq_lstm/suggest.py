@@ -169,7 +169,6 @@ class PieceTable:
 
     def __init__(self, sp) -> None:
         vocab = sp.get_piece_size()
-        self.size = vocab
         self.leads: list[str] = [""] * vocab
         flags = {
             name: torch.zeros(vocab, dtype=torch.bool) for name in ("space", "bare", "cont", "glued", "close")
@@ -201,7 +200,6 @@ class PieceTable:
                     self.by_prefix.setdefault(lead[:j], []).append(i)
         self.boundary = boundary
         self.boundary_weights = boundary.float()  # P(boundary) = exp(log-probs) @ this, one small GEMV
-        self.close = flags["close"]
         bare = flags["bare"]
         # phase -> pieces that may come next; a lone "▁" leads to the GLUED phase (letters without "▁")
         self.allowed = {
@@ -213,7 +211,7 @@ class PieceTable:
         self.bare = bare.tolist()
         # the same facts as Python lists, for looking up the few pieces that match typed letters
         self._allowed_lists = {phase: mask.tolist() for phase, mask in self.allowed.items()}
-        self._close_list = self.close.tolist()
+        self._close_list = flags["close"].tolist()
         self._bare_ids = bare.nonzero().squeeze(1).tolist()
         self._ids: dict[tuple[str, str, bool], Allowed] = {}
 

@@ -329,6 +329,12 @@ def test_all_candidates_are_distinct_and_sum_to_at_most_one(trained):
         assert sum(s.prob for s in words) <= 1 + 1e-5
 
 
+def _assert_same(got: list[Suggestion], want: list[Suggestion], what: str = "") -> None:
+    """The same words in the same order, probabilities equal up to float rounding of batch sizes."""
+    assert [s.word for s in got] == [s.word for s in want], what
+    assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5), what
+
+
 class CountingLM(nn.Module):
     """Wraps a model and counts the tokens it steps."""
 
@@ -354,8 +360,7 @@ def test_session_matches_fresh_runs_keystroke_by_keystroke(trained, tokenizer):
         counting_fresh = CountingLM(trained.model)
         want = Suggester(counting_fresh, tokenizer).suggest(text[:i])
         fresh_tokens += counting_fresh.tokens
-        assert [s.word for s in got] == [s.word for s in want], text[:i]
-        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+        _assert_same(got, want, text[:i])
     assert counting.tokens < fresh_tokens / 2  # the cache saves the context steps
 
 
@@ -371,8 +376,7 @@ def test_prefetched_keystrokes_are_answered_without_a_model_step(trained, tokeni
         got = session.suggest(text[:i])
         looked_up += counting.tokens == before
         want = trained.suggest(text[:i])
-        assert [s.word for s in got] == [s.word for s in want], text[:i]
-        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+        _assert_same(got, want, text[:i])
         assert session.prefetch(text[:i], chars=2) >= 1
     # a space after each word, and the first letters of common words, were prefetched
     assert looked_up > (len(text) + 1) / 2
@@ -416,8 +420,7 @@ def test_prefetch_gives_way_to_a_waiting_keystroke(trained, tokenizer):
     assert len(calls) == 3  # stopped at the third step it was about to take
     # what was stepped before the stop is kept and correct
     got, want = session.suggest("She made a cup "), trained.suggest("She made a cup ")
-    assert [s.word for s in got] == [s.word for s in want]
-    assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+    _assert_same(got, want)
 
 
 def test_a_full_node_cache_keeps_working(trained, tokenizer, monkeypatch):
@@ -429,8 +432,7 @@ def test_a_full_node_cache_keeps_working(trained, tokenizer, monkeypatch):
     text = "She made a cup of tea. The weather is nice today. I don't know what to say."
     for i in range(len(text) + 1):
         got, want = session.suggest(text[:i]), trained.suggest(text[:i])
-        assert [s.word for s in got] == [s.word for s in want], text[:i]
-        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5)
+        _assert_same(got, want, text[:i])
         assert len(session._nodes) <= 12 + trained.beam
 
 
@@ -534,8 +536,7 @@ def test_an_ensemble_of_a_model_with_itself_suggests_like_the_model(real_lm, tok
     single, twice = Suggester(real_lm, tokenizer), Suggester(EnsembleDecoder([real_lm, real_lm]), tokenizer)
     for text in ("", "She made a cup of ", "The wea"):
         want, got = single.suggest(text, k=5), twice.suggest(text, k=5)
-        assert [s.word for s in got] == [s.word for s in want], text
-        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5), text
+        _assert_same(got, want, text)
 
 
 def test_an_ensemble_session_matches_fresh_runs_and_mixes_its_members(real_lm, tokenizer):
@@ -549,8 +550,7 @@ def test_an_ensemble_session_matches_fresh_runs_and_mixes_its_members(real_lm, t
     text = "She made a cup of tea. The weather"
     for i in range(len(text) + 1):
         got, want = session.suggest(text[:i]), ensemble.suggest(text[:i])
-        assert [s.word for s in got] == [s.word for s in want], text[:i]
-        assert [s.prob for s in got] == pytest.approx([s.prob for s in want], rel=1e-5), text[:i]
+        _assert_same(got, want, text[:i])
     members = [
         Suggester(m, tokenizer).session().word_log_prob("She made a cup of ", "tea") for m in (real_lm, other)
     ]
