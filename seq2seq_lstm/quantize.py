@@ -25,6 +25,9 @@ from .errors import UserError
 
 DTYPES = ("float32", "bfloat16", "int8")
 
+# x (M, K) float32, its quantization scale and zero point, a packed int8 weight -> x W^T (M, N) float32
+_int8_product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
+
 
 class Int8Linear(nn.Module):
     """``x W^T + b`` with W in int8 (one scale per output row) and x quantized on the fly, with an
@@ -32,30 +35,26 @@ class Int8Linear(nn.Module):
 
     Why: torch's dynamic quantization takes one activation range per call from the batch's own min
     and max, so a sentence's numbers depended on its batch neighbours, and so did its translation (77
-    of 100 Bible test sentences changed between batch 1 and batch 32). Here each output row is a
-    function of its own input row: the int32 accumulation is exact and the rest is elementwise.
-
-    fbgemm's kernel derives the range from its input, so two pinning columns fix it: every row gets
-    two extra entries +p and -p, multiplied by two columns of zero weights (no effect on the product;
-    columns, not rows: the AVX2 kernel reads all the weights once per 6 rows, so two extra rows could
-    double the time of a 6-row step):
+    of 100 Bible test sentences changed between batch 1 and batch 32). Here the range is fixed and
+    each output row is a function of its own input row: the int32 accumulation is exact and the rest
+    is elementwise.
 
     * ``bound`` given: the inputs are known to lie in [-bound, bound] (an LSTM's h, a tanh output, an
-      attention context): p = bound, nothing else to do.
-    * ``bound=None``: each row is divided by its largest magnitude (then spans [-1, 1], p = 1) and
-      the output is scaled back, i.e. one quantization scale per row ("per token"): for inputs without
-      a tight bound (embedding rows, whose magnitudes differ a lot from row to row).
+      attention context), the range of every call.
+    * ``bound=None``: each row is divided by its largest magnitude (then spans [-1, 1]) and the output
+      is scaled back, i.e. one quantization scale per row ("per token"): for inputs without a tight
+      bound (embedding rows, whose magnitudes differ a lot from row to row).
 
-    An input outside ``bound`` widens the range for its whole call (still correct, no longer
-    batch-independent); the callers pass bounds that hold by construction.
+    The product is fbgemm's int8 kernel called with that range (``quantized::
+    linear_with_input_q_dq_qweight_dq_output_fp32``); an input outside ``bound`` would be clipped to
+    it, so the callers pass bounds that hold by construction.
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, bound: float | None = None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        linear = nn.Linear(self.in_features + 2, self.out_features, bias=False)
-        padded = torch.cat([weight.detach().float(), weight.new_zeros(self.out_features, 2)], 1)  # (N, K+2)
-        linear.weight = nn.Parameter(padded, requires_grad=False)
+        linear = nn.Linear(self.in_features, self.out_features, bias=False)
+        linear.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
         spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
         with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
             warnings.simplefilter("ignore")
@@ -64,9 +63,11 @@ class Int8Linear(nn.Module):
             )[0]
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
         self.bound = bound
+        # 7-bit activations (as torch's dynamic Linear with reduce_range): [-p, p] onto [0, 128] with
+        # zero point 64, so no pair of u8 x s8 products overflows the int16 sums of fbgemm's AVX2
+        # kernel and the int32 result is exact
+        self.x_scale = (1.0 if bound is None else float(bound)) / 63.5
         self._rows: tuple[Tensor, Tensor, Tensor] | None = None  # int8 rows, scales, zero points (cache)
-        pin = 1.0 if bound is None else float(bound)
-        self.register_buffer("pins", torch.tensor([[pin, -pin]]), persistent=False)  # (1, 2)
 
     def select_outputs(self, index: Tensor) -> Int8Linear:
         """This layer cut to the output features ``index`` (U,) long: the same int8 rows, scales and
@@ -74,7 +75,7 @@ class Int8Linear(nn.Module):
         exact and the rest is per output). A vocabulary shortlist uses it for the output layer."""
         index = index.cpu()
         if self._rows is None:  # the int8 matrix unpacked once; each cut then costs one prepack
-            qweight = self.inner.weight()  # (N, K + 2) per-row int8
+            qweight = self.inner.weight()  # (N, K) per-row int8
             self._rows = (
                 qweight.int_repr(),
                 qweight.q_per_channel_scales(),
@@ -88,13 +89,12 @@ class Int8Linear(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sub.inner = torch.ao.nn.quantized.dynamic.Linear(  # packs a 1-row stub, then the real rows
-                self.in_features + 2, 1, bias_=False, dtype=torch.qint8
+                self.in_features, 1, bias_=False, dtype=torch.qint8
             )
             sub.inner.set_weight_bias(rows, None)
         bias = None if self.bias is None else self.bias[index.to(self.bias.device)]
         sub.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        sub.bound = self.bound
-        sub.register_buffer("pins", self.pins, persistent=False)
+        sub.bound, sub.x_scale = self.bound, self.x_scale
         return sub
 
     def forward(self, x: Tensor) -> Tensor:
@@ -104,11 +104,8 @@ class Int8Linear(nn.Module):
         if self.bound is None:
             scale = rows.abs().amax(1, keepdim=True).clamp_min(1e-30)  # (M, 1); a zero row stays zero
             rows = rows / scale
-        # fbgemm's kernel on the packed int8 weight; reduce_range=True (7-bit activations, as torch's own
-        # dynamic Linear): no int16 partial sum saturates on AVX2, so the int32 result is exact
         packed = self.inner._packed_params._packed_params
-        rows = torch.cat([rows, self.pins.expand(rows.size(0), 2)], 1)  # (M, K + 2)
-        y = torch.ops.quantized.linear_dynamic.default(rows, packed, True)  # (M, N)
+        y = _int8_product(rows, self.x_scale, 64, packed)  # (M, N)
         if scale is not None:
             y = y * scale if self.bias is None else torch.addcmul(self.bias, y, scale)
         elif self.bias is not None:

@@ -117,6 +117,30 @@ def test_int8_linear_rows_do_not_depend_on_the_batch(bound):
     assert linear(x[:3].unsqueeze(0)).shape == (1, 3, 300)  # leading dimensions kept
 
 
+@pytest.mark.parametrize("bound", [1.0, 0.5, None])
+def test_int8_linear_is_the_exact_integer_product(bound):
+    """The product worked out by hand in exact integers: x quantized to 7 bits over its fixed range
+    ([-bound, bound] onto [0, 128], zero point 64; a row's own largest magnitude without a bound),
+    times the layer's int8 rows, scaled back. Only the final float32 scaling may round."""
+    torch.manual_seed(2)
+    weight, bias = torch.randn(70, 40) * 0.3, torch.randn(70)
+    x = torch.randn(6, 40)
+    x = (x.tanh() * bound) if bound else x * torch.rand(6, 1) * 4
+    if bound:
+        x[0, :2] = torch.tensor([bound, -bound])  # the ends of the range
+    linear = Int8Linear(weight, bias, bound=bound)
+    qweight = linear.inner.weight()  # (N, K) int8 with a scale per row
+    w_int = qweight.int_repr().long()
+    w_scale = qweight.q_per_channel_scales().double()
+    row = x.double().abs().amax(1, keepdim=True) if bound is None else torch.full((6, 1), float(bound))
+    step = row / 63.5  # (M, 1) scale of each row's quantized values
+    x_int = (torch.round(x.double() / step) + 64).clamp(0, 255).long()  # round half to even, as fbgemm
+    assert x_int.max() <= 128 and x_int.min() >= 0  # 7 bits and one: no int16 pair sum can overflow
+    acc = (x_int - 64) @ w_int.T  # (M, N) exact
+    want = acc.double() * step * w_scale + bias.double()
+    torch.testing.assert_close(linear(x).double(), want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("bound", [1.0, None])
 def test_int8_linear_cut_to_some_outputs_gives_those_outputs_bit_for_bit(bound):
     """What a vocabulary shortlist relies on: the cut layer holds the same int8 rows and scales."""
