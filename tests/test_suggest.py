@@ -288,6 +288,24 @@ def test_partial_word_probabilities_are_the_unconstrained_ones(tiny_case, partia
             assert math.exp(exact.session().word_log_prob("", word)) == pytest.approx(p, rel=1e-5, abs=1e-9)
 
 
+@pytest.mark.parametrize("text", ["", "t", "th", "a"])
+def test_early_stop_and_pruning_keep_the_top_k(tiny_case, text):
+    # stop_ratio 1 stops the beam once its open hypotheses hold less than the k-th word and drops each
+    # one below it: the top k words of the full enumeration (stop_ratio 0) stay, in order; a word's
+    # probability may miss segmentations that were dropped (a lower bound, as documented)
+    exact, _ = tiny_case
+    runs = {}
+    for ratio in (0.0, 1.0):
+        counting = CountingLM(exact.model)
+        got = Suggester(counting, exact.tokenizer, beam=10**6, max_pieces=3, stop_ratio=ratio).suggest(text)
+        runs[ratio] = got, counting.tokens
+    (want, all_rows), (got, rows) = runs[0.0], runs[1.0]
+    assert [s.word for s in got] == [s.word for s in want]
+    for g, w in zip(got, want, strict=True):
+        assert 0.0 < g.prob <= w.prob * (1 + 1e-6)
+    assert rows < all_rows  # and it does save work
+
+
 def test_each_segmentation_is_counted_once(tiny_case):
     # "the" has several segmentations; its probability is their sum, and equals word_log_prob
     exact, truth = tiny_case
