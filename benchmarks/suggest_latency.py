@@ -10,7 +10,9 @@ steps per keystroke and the model's size (serialized state dict). A phone keyboa
 answers for the next keystrokes it expects (a space and the N likeliest characters,
 :meth:`~seq2seq_lstm.suggest.SuggestSession.prefetch`). That work is timed apart ("idle" columns):
 it has to fit between two keystrokes (~150-300 ms on a phone), and the latency columns then count
-only what a keystroke still waits for.
+only what a keystroke still waits for. ``--gap-ms G`` replays a typist who presses the next key G ms
+after each answer: the idle-time work is cut off there (its ``should_stop``), so faster typing leaves
+more keystrokes to compute when they come.
 
     python benchmarks/suggest_latency.py --checkpoint runs/lm-en
     python benchmarks/suggest_latency.py --checkpoint runs/lm-a --checkpoint runs/lm-b   # an ensemble
@@ -48,10 +50,15 @@ def model_megabytes(model: nn.Module) -> float:
 
 
 def replay(
-    suggester: Suggester, sentences: list[str], prefetch: int | None = None, warmup: int = 3
+    suggester: Suggester,
+    sentences: list[str],
+    prefetch: int | None = None,
+    warmup: int = 3,
+    gap_ms: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Per keystroke (the first ``warmup`` sentences not counted): milliseconds of the suggest call,
-    model steps it took, and with ``prefetch`` the milliseconds of the idle-time work after it."""
+    model steps it took, and with ``prefetch`` the milliseconds of the idle-time work after it. With
+    ``gap_ms`` the next keystroke comes that long after the answer: the idle-time work stops there."""
     steps = [0]
     step = suggester.model.step
 
@@ -71,7 +78,8 @@ def replay(
                 t1 = time.perf_counter()
                 took = steps[0] - before
                 if prefetch is not None:
-                    session.prefetch(sentence[:i], chars=prefetch)
+                    stop = None if gap_ms is None else lambda t1=t1: time.perf_counter() - t1 > gap_ms / 1000
+                    session.prefetch(sentence[:i], chars=prefetch, should_stop=stop)
                 if n >= warmup:
                     ms.append(1000 * (t1 - t0))
                     stepped.append(took)
@@ -115,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="comma-separated: off (no idle-time work) and/or N (prefetch a space and N characters)",
     )
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        help="with prefetch: a typist's time between keystrokes; the idle-time work stops when it is up",
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.config and not args.tokenizer_text:
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         variant = variants[0] if len(variants) == 1 else EnsembleDecoder(variants)
         suggester = Suggester.from_config(variant, tokenizer, cfg)
         for chars in prefetches:
-            got = replay(suggester, sentences, chars)
+            got = replay(suggester, sentences, chars, gap_ms=args.gap_ms)
             ms, steps = got["ms"], got["steps"]
             row = {
                 "keystrokes": int(ms.size),
@@ -151,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 idle = got["idle_ms"]
                 row.update({f"idle_p{q}_ms": round(float(np.percentile(idle, q)), 1) for q in (50, 95, 99)})
             label = name if chars is None else f"{name}+prefetch{chars}"
+            if chars is not None and args.gap_ms is not None:
+                label += f"/{args.gap_ms:g}ms"
             results["variants"][label] = row
             print(f"{label:>17}: " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     results["settings"] = {

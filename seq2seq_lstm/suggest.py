@@ -467,10 +467,10 @@ class SuggestSession:
         (:meth:`_next_keystrokes`). ``should_stop()`` (e.g. "is a key event waiting?") is asked before
         every model step; when it says yes the work stops there, so a keystroke waits at most one step.
         What was computed stays. On the Ding English test sentences with the int8 keyboard model,
-        ``chars=16`` answers 94-95% of keystrokes without a model step for 23-32 ms of work per
-        keystroke (median; ``benchmarks/suggest_latency.py --prefetch 16``); one session typing 40
-        sentences grew by 83 MB (the node cache holds at most 2048 sequences). Fewer ``chars`` work
-        less and miss more.
+        ``chars=16`` answers 94-95% of keystrokes without a model step for 18-20 ms of work per
+        keystroke (median; ``benchmarks/suggest_latency.py --prefetch 16``; 91% when the next key
+        comes 25 ms after each answer, ``--gap-ms 25``); one session typing 40 sentences grew by 83
+        MB (the node cache holds at most 2048 sequences). Fewer ``chars`` work less and miss more.
         """
         parsed = self._typed(text)
         if parsed is None:
