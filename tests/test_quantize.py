@@ -135,7 +135,7 @@ def test_int8_linear_is_the_exact_integer_product(bound):
     row = x.double().abs().amax(1, keepdim=True) if bound is None else torch.full((6, 1), float(bound))
     step = row / 63.5  # (M, 1) scale of each row's quantized values
     x_int = (torch.round(x.double() / step) + 64).clamp(0, 255).long()  # round half to even, as fbgemm
-    assert x_int.max() <= 128 and x_int.min() >= 0  # 7 bits and one: no int16 pair sum can overflow
+    assert x_int.max() <= 128 and x_int.min() >= 0  # so no int16 sum of two u8 x s8 products overflows
     acc = (x_int - 64) @ w_int.T  # (M, N) exact
     want = acc.double() * step * w_scale + bias.double()
     torch.testing.assert_close(linear(x).double(), want, rtol=1e-5, atol=1e-5)
