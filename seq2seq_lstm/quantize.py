@@ -47,26 +47,28 @@ class Int8Linear(nn.Module):
 
     The product is fbgemm's int8 kernel called with that range (``quantized::
     linear_with_input_q_dq_qweight_dq_output_fp32``); an input outside ``bound`` would be clipped to
-    it, so the callers pass bounds that hold by construction.
+    it, so the callers pass bounds that hold by construction. Quantized engines without that kernel
+    (QNNPACK, torch's engine on ARM CPUs) derive the range from the input instead, so there two
+    pinning columns fix it: every row gets two extra entries +p and -p, multiplied by two columns of
+    zero weights (no effect on the product).
     """
 
     def __init__(self, weight: Tensor, bias: Tensor | None = None, bound: float | None = None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        linear = nn.Linear(self.in_features, self.out_features, bias=False)
-        linear.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
-        spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-        with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
-            warnings.simplefilter("ignore")
-            self.inner = torch.ao.quantization.quantize_dynamic(
-                nn.Sequential(linear), spec, dtype=torch.qint8
-            )[0]
+        self.inner = _quantized_linear(weight.detach().float())
         self.bias = None if bias is None else nn.Parameter(bias.detach().float(), requires_grad=False)
         self.bound = bound
+        p = 1.0 if bound is None else float(bound)
         # 7-bit activations (as torch's dynamic Linear with reduce_range): [-p, p] onto [0, 128] with
         # zero point 64, so no pair of u8 x s8 products overflows the int16 sums of fbgemm's AVX2
         # kernel and the int32 result is exact
-        self.x_scale = (1.0 if bound is None else float(bound)) / 63.5
+        self.x_scale = p / 63.5
+        self.pins: Tensor | None = None  # (1, 2) [[p, -p]] where the engine has no fixed-range kernel
+        if not _fixed_range_kernel(self.inner):
+            self.pins = torch.tensor([[p, -p]])
+            pinned = torch.cat([weight.detach().float(), weight.new_zeros(self.out_features, 2)], 1)
+            self.inner = _quantized_linear(pinned)  # (N, K + 2)
         self._rows: tuple[Tensor, Tensor, Tensor] | None = None  # int8 rows, scales, zero points (cache)
 
     def select_outputs(self, index: Tensor) -> Int8Linear:
@@ -75,7 +77,7 @@ class Int8Linear(nn.Module):
         exact and the rest is per output). A vocabulary shortlist uses it for the output layer."""
         index = index.cpu()
         if self._rows is None:  # the int8 matrix unpacked once; each cut then costs one prepack
-            qweight = self.inner.weight()  # (N, K) per-row int8
+            qweight = self.inner.weight()  # (N, K) per-row int8 (K + 2 with pins)
             self._rows = (
                 qweight.int_repr(),
                 qweight.q_per_channel_scales(),
@@ -89,12 +91,12 @@ class Int8Linear(nn.Module):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sub.inner = torch.ao.nn.quantized.dynamic.Linear(  # packs a 1-row stub, then the real rows
-                self.in_features, 1, bias_=False, dtype=torch.qint8
+                ints.size(1), 1, bias_=False, dtype=torch.qint8
             )
             sub.inner.set_weight_bias(rows, None)
         bias = None if self.bias is None else self.bias[index.to(self.bias.device)]
         sub.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
-        sub.bound, sub.x_scale = self.bound, self.x_scale
+        sub.bound, sub.x_scale, sub.pins = self.bound, self.x_scale, self.pins
         return sub
 
     def forward(self, x: Tensor) -> Tensor:
@@ -105,12 +107,35 @@ class Int8Linear(nn.Module):
             scale = rows.abs().amax(1, keepdim=True).clamp_min(1e-30)  # (M, 1); a zero row stays zero
             rows = rows / scale
         packed = self.inner._packed_params._packed_params
-        y = _int8_product(rows, self.x_scale, 64, packed)  # (M, N)
+        if self.pins is None:
+            y = _int8_product(rows, self.x_scale, 64, packed)  # (M, N)
+        else:  # the kernel takes its range from the rows: the pins make it [-p, p]
+            rows = torch.cat([rows, self.pins.expand(rows.size(0), 2)], 1)  # (M, K + 2)
+            y = torch.ops.quantized.linear_dynamic.default(rows, packed, True)  # (M, N)
         if scale is not None:
             y = y * scale if self.bias is None else torch.addcmul(self.bias, y, scale)
         elif self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def _quantized_linear(weight: Tensor) -> nn.Module:
+    """torch's dynamic int8 Linear of a float (N, K) weight, one scale per output row, no bias."""
+    linear = nn.Linear(weight.size(1), weight.size(0), bias=False)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+    with warnings.catch_warnings():  # torch.ao's deprecation notices are not the user's business
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(nn.Sequential(linear), spec, dtype=torch.qint8)[0]
+
+
+def _fixed_range_kernel(inner: nn.Module) -> bool:
+    """Whether the quantized engine that packed ``inner`` has the product with a given input range."""
+    try:
+        _int8_product(torch.zeros(1, inner.in_features), 1.0 / 63.5, 64, inner._packed_params._packed_params)
+    except RuntimeError:  # "not implemented for this packed parameter type" (QNNPACK)
+        return False
+    return True
 
 
 class Int8Embedding(nn.Module):
