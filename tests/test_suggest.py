@@ -290,8 +290,8 @@ def test_partial_word_probabilities_are_the_unconstrained_ones(tiny_case, partia
 
 @pytest.mark.parametrize("text", ["", "t", "th", "a"])
 def test_early_stop_and_pruning_keep_the_top_k(tiny_case, text):
-    # stop_ratio 1 stops the beam once its open hypotheses hold less than the k-th word and drops each
-    # one below it: the top k words of the full enumeration (stop_ratio 0) stay, in order; a word's
+    # stop_ratio 1 drops each open hypothesis less probable than the k-th word and stops when none is
+    # left: the top k words of the full enumeration (stop_ratio 0) stay, in order; a word's
     # probability may miss segmentations that were dropped (a lower bound, as documented)
     exact, _ = tiny_case
     runs = {}
