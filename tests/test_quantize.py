@@ -1,6 +1,5 @@
 """int8 and bfloat16 inference weights: the same cells and models up to rounding, really smaller."""
 
-import contextlib
 import copy
 import io
 
@@ -99,41 +98,31 @@ def test_int8_translation_model_steps_like_the_float_one():
             assert (want.exp() - got.exp()).abs().sum(1).max().item() < 0.05
 
 
-@contextlib.contextmanager
-def quantized_engine(name):
-    """Pack and run int8 products with torch's quantized engine ``name`` ("default": as installed)."""
-    before = torch.backends.quantized.engine
-    if name != "default":
-        torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = before
-
-
 # fbgemm (x86) takes the input range as an argument; QNNPACK (ARM CPUs) needs the pinning columns
 ENGINES = ["default"] + [e for e in ["qnnpack"] if e in torch.backends.quantized.supported_engines]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    """Pack and run int8 products with torch's quantized engine ("default": as installed)."""
+    before = torch.backends.quantized.engine
+    if request.param != "default":
+        torch.backends.quantized.engine = request.param
+    yield request.param
+    torch.backends.quantized.engine = before
+
+
 def test_int8_linear_fixes_its_range_on_each_engine(engine):
-    with quantized_engine(engine):
-        linear = Int8Linear(torch.randn(20, 8), bound=1.0)
-        assert (linear.pins is not None) == (engine == "qnnpack")
-        x = torch.randn(3, 8).tanh()
-        assert torch.equal(linear(x[1:2]), linear(x)[1:2])
+    linear = Int8Linear(torch.randn(20, 8), bound=1.0)
+    assert (linear.pins is not None) == (engine == "qnnpack")
+    x = torch.randn(3, 8).tanh()
+    assert torch.equal(linear(x[1:2]), linear(x)[1:2])
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("bound", [1.0, None])
 def test_int8_linear_rows_do_not_depend_on_the_batch(bound, engine):
     """A fixed range (inputs in [-1, 1], as tanh outputs) or a scale per row: each row's output is
     bit for bit the same alone and in batches of any size, and close to the float product."""
-    with quantized_engine(engine):
-        _rows_do_not_depend_on_the_batch(bound)
-
-
-def _rows_do_not_depend_on_the_batch(bound):
     torch.manual_seed(0)
     weight, bias = torch.randn(300, 64) * 0.1, torch.randn(300)
     x = torch.randn(40, 64)
@@ -173,15 +162,9 @@ def test_int8_linear_is_the_exact_integer_product(bound):
     torch.testing.assert_close(linear(x).double(), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("bound", [1.0, None])
 def test_int8_linear_cut_to_some_outputs_gives_those_outputs_bit_for_bit(bound, engine):
     """What a vocabulary shortlist relies on: the cut layer holds the same int8 rows and scales."""
-    with quantized_engine(engine):
-        _cut_gives_those_outputs(bound)
-
-
-def _cut_gives_those_outputs(bound):
     torch.manual_seed(1)
     linear = Int8Linear(torch.randn(500, 48) * 0.2, torch.randn(500), bound=bound)
     x = torch.randn(9, 48).tanh()
@@ -248,18 +231,12 @@ def test_a_fused_lstm_becomes_cells_with_the_same_numbers():
     torch.testing.assert_close(torch.stack(hc[1]), cn, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", ["lm-cifg", "translation-input-feeding", "translation-fused-lstm"])
 def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind, engine):
     """Every matrix product of an int8 decoder step keeps rows apart: a row's log-probs and new state
     are bit for bit those of the row stepped alone (same-length sources, so attention sees the same
     memory shape). A translation decoder without input feeding is a fused nn.LSTM in float32: int8
     steps it as cells."""
-    with quantized_engine(engine):
-        _decoder_step_alone_and_in_a_batch(kind)
-
-
-def _decoder_step_alone_and_in_a_batch(kind):
     torch.manual_seed(0)
     if kind == "lm-cifg":
         cfg = ModelConfig(emb_dim=32, hidden_size=64, dec_layers=2, dropout=0.0, cell="cifg")
