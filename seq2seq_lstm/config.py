@@ -68,12 +68,17 @@ class TokenizerConfig:
     joint: bool = True  # one model for source and target (needed to tie all three embeddings)
     input_sentence_size: int = 2_000_000  # sentences sampled for training the model (0 = all)
     seed: int = 1234  # SentencePiece's sampling seed, for reproducible models
+    # SentencePiece splits its counts over this many threads and sums them in that order, so the
+    # number is part of the result: fixed here (SentencePiece's own default), not the machine's cores,
+    # so that one config trains the same tokenizer on a laptop and on a 16-core GPU server
+    num_threads: int = 16
 
     def __post_init__(self) -> None:
         _check_choice("tokenizer", "model_type", self.model_type, SP_MODEL_TYPES)
         _check_range("tokenizer", "vocab_size", self.vocab_size, lo=8)
         _check_range("tokenizer", "character_coverage", self.character_coverage, lo=0.9, hi=1.0)
         _check_range("tokenizer", "input_sentence_size", self.input_sentence_size, lo=0)
+        _check_range("tokenizer", "num_threads", self.num_threads, lo=1)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig, what: str = 
             unk_piece=SPECIAL_PIECES[UNK_ID],
             bos_piece=SPECIAL_PIECES[BOS_ID],
             eos_piece=SPECIAL_PIECES[EOS_ID],
-            num_threads=os.cpu_count() or 1,
+            num_threads=cfg.num_threads,
             minloglevel=_sp_log_level(),
         )
     except RuntimeError as e:

@@ -85,6 +85,18 @@ def test_training_is_deterministic(corpus, joint):
     assert again.model_files() == joint.model_files()
 
 
+def test_training_does_not_depend_on_the_machines_core_count(corpus, joint, monkeypatch):
+    # SentencePiece's sums depend on how many threads share them: a thread count taken from the
+    # machine gave a 2-core laptop and a 16-core GPU server different vocabularies from one config
+    models = []
+    for cores in (2, 16):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        models.append(Tokenizer.train(*corpus, TokenizerConfig(vocab_size=400)).model_files())
+    assert models[0] == models[1] == joint.model_files()
+    fewer = Tokenizer.train(*corpus, TokenizerConfig(vocab_size=400, num_threads=2)).model_files()
+    assert fewer != joint.model_files()  # the setting itself does change the model
+
+
 def test_save_load_round_trip(tmp_path, corpus, joint):
     written = joint.save(tmp_path / "joint")
     assert [p.name for p in written] == ["spm.model"]

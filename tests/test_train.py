@@ -183,7 +183,7 @@ class WeightsAtStart(L.Callback):
     """Keeps a copy of the model's weights as training starts (after any initialisation)."""
 
     def on_train_start(self, trainer, pl_module):
-        self.state = {k: v.detach().clone() for k, v in pl_module.model.state_dict().items()}
+        self.state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
 
 
 def test_fine_tuning_starts_from_the_source_weights_and_keeps_its_tokenizer(tmp_path):
