@@ -262,6 +262,27 @@ def _locate(path: Path) -> tuple[RunDir, Path]:
     raise CheckpointError(f"{path}: expected a run directory, a .safetensors file or a .ckpt checkpoint")
 
 
+def inference_device(device: str | torch.device) -> torch.device:
+    """``device`` ("cpu", "cuda", "cuda:1", ...) as a torch device that exists on this machine, or one
+    clear error naming what is missing (instead of torch's traceback on the first tensor moved there)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise UserError(f"device {device} asked for, but no CUDA device is available; use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(
+                f"device {device} asked for, but this machine has {count} CUDA device(s): cuda:0 to "
+                f"cuda:{count - 1}"
+            )
+    elif dev.type != "cpu":  # the CPU and CUDA paths are the tested ones (tests/test_cuda.py)
+        raise UserError(f"device {device} is not supported; use cpu, cuda or cuda:N")
+    return dev
+
+
 def load_for_inference(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config, Tokenizer]:
@@ -271,6 +292,8 @@ def load_for_inference(
     sizes) and that the config builds a model of exactly the weights' shapes.
     """
     from .model import build_model
+
+    device = inference_device(device)
 
     run, weights = _locate(Path(path))
     ckpt: dict[str, Any] | None = None

@@ -270,5 +270,11 @@ def convert_weights(model: nn.Module, dtype: str) -> nn.Module:
     if dtype == "bfloat16":
         return model.to(torch.bfloat16)
     if dtype == "int8":
+        where = {p.device.type for p in model.parameters()} - {"cpu"}
+        if where:  # torch's int8 kernels (fbgemm, QNNPACK) are CPU kernels
+            raise UserError(
+                f"dtype int8 runs on the CPU only; the model is on {sorted(where)[0]}: use --device cpu, "
+                "or float32 / bfloat16 weights on a GPU"
+            )
         _to_int8(model.decoder)
     return model

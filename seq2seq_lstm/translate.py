@@ -160,7 +160,9 @@ class Translator:
             raise ValueError("a Translator needs at least one model")
         if batch_sentences < 0:
             raise UserError(f"batch_sentences must be >= 0 (0 = no cap); got {batch_sentences}")
-        self.device = torch.device(device)
+        from .checkpoint import inference_device
+
+        self.device = inference_device(device)
         self.models = [convert_weights(m.to(self.device).eval(), dtype) for m in models]
         for m in self.models:
             m.decoder.cache_input_gates()  # a table lookup per step instead of a product

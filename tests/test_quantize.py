@@ -269,3 +269,13 @@ def test_bfloat16_and_bad_dtype():
     assert convert_weights(copy.deepcopy(model), "bfloat16").decoder.embed.weight.dtype == torch.bfloat16
     with pytest.raises(UserError, match="dtype must be one of float32, bfloat16, int8; got 'int4'"):
         convert_weights(model, "int4")
+
+
+def test_int8_off_the_cpu_is_one_clear_error():
+    # torch's int8 kernels are CPU kernels; a model on another device (meta stands in for a GPU here)
+    # gets a UserError before any quantization is tried
+    model = Seq2Seq(ModelConfig(emb_dim=16, hidden_size=16, enc_layers=1, dec_layers=1), 50, 50).to("meta")
+    with pytest.raises(
+        UserError, match=r"^dtype int8 runs on the CPU only; the model is on meta: use --device cpu"
+    ):
+        convert_weights(model, "int8")

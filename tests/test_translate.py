@@ -317,6 +317,25 @@ def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
     )
 
 
+def test_cli_device_that_is_missing_or_unknown_is_one_clear_line(run_dir, monkeypatch):
+    # seen on a CPU-only machine: `--device cuda` was torch's "not compiled with CUDA" traceback
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "cuda", input="Hello\n")) == (
+        "Error: device cuda asked for, but no CUDA device is available; use --device cpu"
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "cuda:2", input="Hello\n")) == (
+        "Error: device cuda:2 asked for, but this machine has 2 CUDA device(s): cuda:0 to cuda:1"
+    )
+    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "tpu", input="Hello\n")) == (
+        "Error: device 'tpu' is not a torch device; use cpu, cuda or cuda:N"
+    )
+    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "meta", input="Hello\n")) == (
+        "Error: device meta is not supported; use cpu, cuda or cuda:N"
+    )
+
+
 def test_cli_checkpoint_with_another_tokenizer_is_one_clear_line(run_dir, tmp_path):
     other = make_run(tmp_path / "other", vocab_size=100)
     mixed = tmp_path / "mixed"
