@@ -93,7 +93,7 @@ def train(
     start = time.perf_counter()
     t = cfg.training
     run = RunDir(t.out_dir)
-    check_accelerator(t.accelerator)
+    check_trainer_options(cfg)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     rank = _global_rank()
@@ -162,6 +162,48 @@ def train(
 
 # --------------------------------------------------------------------------------------------------
 # Checks
+
+
+def check_trainer_options(cfg: Config) -> None:
+    """The trainer settings, checked before anything is written to the run directory.
+
+    Lightning finds a bad device option (``devices: abc``, an unknown strategy or precision) only when
+    its Trainer is built, after the tokenizer is trained, and says so with a traceback: a throwaway
+    Trainer with the same device options finds it first, and the error becomes one line.
+    """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    t = cfg.training
+    validate = bool(cfg.data.valid)
+    if t.schedule == "plateau" and not validate:
+        raise ConfigError("training.schedule=plateau needs a validation set; set data.valid")
+    if t.patience and not validate:
+        raise ConfigError("training.patience needs a validation set; set data.valid or training.patience=0")
+    check_accelerator(t.accelerator)
+    chosen = (
+        f"accelerator={t.accelerator}, devices={t.devices}, strategy={t.strategy}, "
+        f"num_nodes={t.num_nodes}, precision={t.precision}"
+    )
+    lightning_log = logging.getLogger("lightning.pytorch")
+    level = lightning_log.level
+    lightning_log.setLevel(logging.WARNING)  # its "GPU available: ..." lines come with the real Trainer
+    try:
+        L.Trainer(
+            accelerator=t.accelerator,
+            devices=_devices(t.devices),
+            num_nodes=t.num_nodes,
+            strategy=t.strategy,
+            precision=t.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"Lightning refuses the device options (training.{chosen}): {reason}") from None
+    finally:
+        lightning_log.setLevel(level)
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -351,11 +393,7 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     t = cfg.training
-    validate = bool(cfg.data.valid)
-    if t.schedule == "plateau" and not validate:
-        raise ConfigError("training.schedule=plateau needs a validation set; set data.valid")
-    if t.patience and not validate:
-        raise ConfigError("training.patience needs a validation set; set data.valid or training.patience=0")
+    validate = bool(cfg.data.valid)  # the settings that need it were checked by check_trainer_options
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",

@@ -310,6 +310,31 @@ def test_cli_gpu_without_cuda_is_one_clear_line(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        (["--devices", "abc"], "`devices` selected with `CPUAccelerator` should be an int > 0."),
+        (["--devices", "1,a"], "invalid literal for int() with base 10: 'a'"),
+        (["--strategy", "nonsense"], "You selected an invalid strategy name: `strategy='nonsense'`."),
+        (["--precision", "8-bit"], "Precision '8-bit' is invalid."),
+    ],
+)
+def test_cli_device_options_lightning_refuses_are_one_line_before_anything_is_written(
+    tmp_path, option, reason
+):
+    # these were Lightning tracebacks, raised after the tokenizer had been trained into the run directory
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        main, ["train", "--config", str(TINY), "--accelerator", "cpu", *option, "--out-dir", str(run)]
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert lines[0].startswith("Error: Lightning refuses the device options (training.accelerator=cpu, ")
+    assert reason in lines[0]
+    assert not run.exists()
+
+
 def test_cli_nan_loss_is_one_line_and_exit_1(tmp_path):
     # an infinite learning rate turns the weights into inf and NaN after the first step
     data = [f"--set=data.{s}={ROOT / 'tests/fixtures/tiny' / s}" for s in ("train", "valid", "test")]
