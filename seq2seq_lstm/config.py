@@ -420,10 +420,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     os.close(fd)
     try:
         write(Path(tmp))
+        # mkstemp makes the file private (0600); the result gets the mode a plain open() would give it
+        # (the file's own if it exists, else 0666 minus the umask), so others can still read outputs
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else plain_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def plain_mode(directory: bool = False) -> int:
+    """The permissions ``open()`` (or ``mkdir()``) gives a new file (directory): 0666 (0777) minus the
+    umask. Temp files and directories are private (0600, 0700); what is renamed into place gets this."""
+    mask = os.umask(0o022)  # POSIX has no plain getter: set it and set it back
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from .config import TokenizerConfig, atomic_write
+from .config import TokenizerConfig, atomic_write, plain_mode
 from .errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class Tokenizer:
             try:
                 for name, data in files.items():
                     (tmp / name).write_bytes(data)
+                tmp.chmod(plain_mode(directory=True))  # mkdtemp's 0700 would hide the model from others
                 os.replace(tmp, d)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

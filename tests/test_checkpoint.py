@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file, load_for_inference, tokenizer_sha256
 from seq2seq_lstm.cli import main
-from seq2seq_lstm.config import TokenizerConfig, load_config, save_config
+from seq2seq_lstm.config import TokenizerConfig, atomic_write_text, load_config, save_config
 from seq2seq_lstm.errors import CheckpointError
 from seq2seq_lstm.tokenizer import Tokenizer
 from seq2seq_lstm.train import train
@@ -66,6 +66,31 @@ def test_run_directory_layout_and_metadata(trained_run):
     assert meta["tokenizer_sha256"] == tokenizer_sha256(tok)
     assert (meta["src_vocab"], meta["tgt_vocab"], meta["task"]) == (120, 120, "translation")
     assert meta["step"] == 2 and "val_bleu" in meta
+
+
+def test_run_directory_files_are_readable_as_plainly_written_files(trained_run):
+    # written through temp files, which are private (0600, 0700): renamed into place they were still
+    # private, so a model or translation could not be read by anyone else on the machine
+    mask = os.umask(0o022)
+    os.umask(mask)
+    run = RunDir(trained_run)
+    for path in (run.config, run.weights, run.meta, run.tokenizer / "spm.model"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+    assert run.tokenizer.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_files_mode(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "a")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o640
+        (tmp_path / "old.txt").write_text("old")
+        (tmp_path / "old.txt").chmod(0o604)
+        atomic_write_text(tmp_path / "old.txt", "new")
+        assert (tmp_path / "old.txt").stat().st_mode & 0o777 == 0o604
+        assert (tmp_path / "old.txt").read_text() == "new"
+    finally:
+        os.umask(mask)
 
 
 def test_load_for_inference_returns_the_exported_best_weights(trained_run):
