@@ -189,11 +189,7 @@ def check_trainer_options(cfg: Config) -> None:
     lightning_log.setLevel(logging.WARNING)  # its "GPU available: ..." lines come with the real Trainer
     try:
         L.Trainer(
-            accelerator=t.accelerator,
-            devices=_devices(t.devices),
-            num_nodes=t.num_nodes,
-            strategy=t.strategy,
-            precision=t.precision,
+            **_device_options(t, t.precision),  # as asked: cpu_precision's fallback would warn twice
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -388,6 +384,18 @@ def _devices(value: str) -> int | str | list[int]:
     return value
 
 
+def _device_options(t: TrainingConfig, precision: str) -> dict[str, Any]:
+    """The Trainer's device options from the config (the probe in check_trainer_options and the real
+    Trainer build them here, so they cannot drift apart)."""
+    return {
+        "accelerator": t.accelerator,
+        "devices": _devices(t.devices),
+        "num_nodes": t.num_nodes,
+        "strategy": t.strategy,
+        "precision": precision,
+    }
+
+
 def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) -> dict[str, Any]:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -424,11 +432,7 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
         log = False
     every = t.val_every_steps * t.accumulate  # Lightning counts batches, our config counts optimizer steps
     return {
-        "accelerator": t.accelerator,
-        "devices": _devices(t.devices),
-        "num_nodes": t.num_nodes,
-        "strategy": t.strategy,
-        "precision": cpu_precision(t),
+        **_device_options(t, cpu_precision(t)),
         "max_steps": t.max_steps,
         "max_epochs": t.max_epochs,
         "max_time": {"minutes": t.max_time} if t.max_time else None,
