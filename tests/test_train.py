@@ -104,9 +104,11 @@ def test_reverse_task_is_learned_to_95_percent_exact_match(tmp_path):
 
 @pytest.mark.parametrize("stop", ["training.max_steps=5", "training.max_epochs=2"])
 def test_a_run_ending_between_validations_validates_its_final_state(tmp_path, stop):
-    # 3 batches an epoch, a validation every 4 steps: max_steps=5 and the end of epoch 2 (step 6) fall
-    # between validations; the final state must be scored too, or the exported model is older
-    cfg = tiny_config(tmp_path / "run", "training.val_every_steps=4", "training.max_steps=-1", stop)
+    # 3 batches an epoch (46 sentences, at most 16 a batch, whatever the tokenizer's pieces), a validation
+    # every 4 steps: max_steps=5 and the end of epoch 2 (step 6) fall between validations; the final
+    # state must be scored too, or the exported model is older
+    sets = ("data.batch_tokens=100000", "data.max_sentences=16", "training.val_every_steps=4")
+    cfg = tiny_config(tmp_path / "run", *sets, "training.max_steps=-1", stop)
     summary = train(cfg)
     assert summary.steps == (5 if "max_steps" in stop else 6)
     rows = read_metrics(summary.out_dir)
@@ -119,10 +121,12 @@ def test_a_run_ending_between_validations_validates_its_final_state(tmp_path, st
 
 @pytest.mark.parametrize("schedule", ["constant", "plateau"])
 def test_resume_continues_the_same_loss_curve(tmp_path, schedule, caplog):
-    # dropout on: the RNG must be restored too; 4 steps end mid-epoch (3 batches per epoch): sampler position.
+    # dropout on: the RNG must be restored too; 4 steps end mid-epoch (3 batches per epoch, set by sentence
+    # count so that any tokenizer gives 3): sampler position.
     # plateau: validations at steps 2 and 4 without a better BLEU halve the lr after step 4, so the resume
     # from step 4's checkpoint must still feed that validation to the scheduler
-    sets = ("training.log_every_steps=1", "model.dropout=0.2", f"training.schedule={schedule}",
+    sets = ("data.batch_tokens=100000", "data.max_sentences=16",
+            "training.log_every_steps=1", "model.dropout=0.2", f"training.schedule={schedule}",
             "training.val_every_steps=" + ("2" if schedule == "plateau" else "3"),
             "training.plateau_patience=0")  # fmt: skip
     with warnings.catch_warnings(record=True) as seen, caplog.at_level(logging.INFO):
