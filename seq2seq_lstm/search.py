@@ -43,6 +43,7 @@ penalty the search does not depend on ``n_best``; K = 1 is still greedy search.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -285,6 +286,36 @@ def sentence_done(
 # ---------------------------------------------------------------------------------------------------------
 
 
+@functools.cache
+def _chunk_width(cols: int, k: int) -> int:
+    """The chunk width :func:`top_k` cuts ``cols`` columns into, 0 when chunking would not pay: a divisor
+    of ``cols`` between 32 and 128, nearest 64 (measured fastest for torch's max over the chunks here),
+    leaving at least 4k chunks so that the k chunks searched are at most a quarter of the row."""
+    widths = [w for w in range(32, 129) if cols % w == 0 and cols // w >= 4 * k]
+    return min(widths, key=lambda w: (abs(w - 64), w), default=0)
+
+
+def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """x (N, M) -> the k largest values of each row and their columns, each (N, k), largest first, like
+    ``x.topk(k, dim=1)`` (between equal values the column chosen may differ; each row is searched on its
+    own either way, so results never depend on the other rows).
+
+    Why not plain topk: on the CPU it passes every element through a partial sort, about 2 ns each on an
+    AVX2 core (2-3 ms of a ~24 ms beam-5 step for 32 sentences over 8,000 pieces), while a max over
+    contiguous memory is vectorised. So each row is cut into chunks of width w and topk runs only over
+    the k chunks with the largest maxima: those k maxima are k values >= the k-th largest maximum m, so
+    the row's k-th largest value is >= m too, and every other chunk (max <= m) can only tie with it."""
+    rows, cols = x.shape
+    width = _chunk_width(cols, k)
+    if width == 0 or x.device.type != "cpu":  # GPUs run topk in parallel: nothing to gain there
+        return x.topk(k, dim=1)
+    chunks = x.view(rows, cols // width, width)
+    best = chunks.amax(dim=2).topk(k, dim=1).indices.sort(dim=1).values  # (N, k) in column order
+    inside = chunks.gather(1, best.unsqueeze(2).expand(rows, k, width)).view(rows, k * width)
+    values, at = inside.topk(k, dim=1)
+    return values, best.gather(1, at // width) * width + at % width
+
+
 def beam_step(scores: Tensor, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Choose the 2K best one-token extensions of each sentence's K beams (fairseq ``BeamSearch.step``).
 
@@ -294,7 +325,7 @@ def beam_step(scores: Tensor, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor
     """
     batch, beams, vocab = log_probs.shape
     flat = (scores.unsqueeze(2) + log_probs).view(batch, beams * vocab)  # (B, K*V)
-    top, index = flat.topk(min(2 * beams, beams * vocab), dim=1)
+    top, index = top_k(flat, min(2 * beams, beams * vocab))
     return top, index // vocab, index % vocab
 
 
@@ -457,7 +488,7 @@ def greedy_search(
 ) -> list[list[Hypothesis]]:
     """The most probable next token at every step; one hypothesis per sentence (a list, like beam)."""
     return _single_path(
-        decoder, state, batch_size, bos, eos, max_len, lambda log_probs: log_probs.argmax(dim=1),
+        decoder, state, batch_size, bos, eos, max_len, lambda log_probs: top_k(log_probs, 1)[1].squeeze(1),
         min_len=min_len, length_penalty=length_penalty, alpha=alpha, no_repeat_ngram=no_repeat_ngram,
         ban_unk=ban_unk, unk=unk, prefix=prefix, src_lens=src_lens, return_attention=return_attention,
         device=device,

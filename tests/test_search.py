@@ -17,6 +17,7 @@ from seq2seq_lstm.search import (
     max_lengths,
     ngram_bans,
     sample,
+    top_k,
 )
 
 A, B_ = 4, 5  # the two content tokens of the scripted tables ("a" and "b")
@@ -64,6 +65,34 @@ def test_beam_step_takes_2k_best_over_the_grid():
     # beam 0: 0.5, 0.3, 0.2; beam 1: e^-1 * (0.1, 0.6, 0.3) = 0.037, 0.221, 0.110
     assert beam.tolist() == [[0, 0, 1, 0]] and token.tolist() == [[0, 1, 1, 2]]
     assert top[0, 2].item() == pytest.approx(-1 + math.log(0.6))
+
+
+@pytest.mark.parametrize(("cols", "k"), [(40_000, 10), (2560, 8), (640, 1), (8000, 2)])
+def test_top_k_equals_torch_topk(cols, k):
+    assert search._chunk_width(cols, k) > 0  # the chunked path, not the fallback
+    g = torch.Generator().manual_seed(cols + k)
+    x = torch.randn(33, cols, generator=g).log_softmax(dim=1) - 5 * torch.rand(33, 1, generator=g)
+    x[3, cols // 2] = 5.0  # one row's best values in one chunk (the k chunks need not hold one each)
+    x[3, cols // 2 + 1 : cols // 2 + k] = 4.0 - torch.arange(k - 1) / 8
+    values, columns = top_k(x, k)
+    expected = x.topk(k, dim=1)
+    assert torch.equal(values, expected.values) and torch.equal(columns, expected.indices)  # no ties here
+
+
+def test_top_k_with_ties_and_minus_infinity():
+    x = torch.randint(0, 3, (6, 2560), generator=torch.Generator().manual_seed(0)).float()
+    x[1] = float("-inf")  # a row that never lived
+    x[2, :] = float("-inf")
+    x[2, [5, 700, 2000]] = torch.tensor([-1.0, -2.0, -3.0])  # fewer finite values than k
+    values, columns = top_k(x, 8)
+    assert torch.equal(values, x.topk(8, dim=1).values)
+    assert torch.equal(x.gather(1, columns), values)  # each column holds its value...
+    assert all(len(set(row)) == 8 for row in columns.tolist())  # ...and no column twice
+    assert columns[2, :3].tolist() == [5, 700, 2000]
+    # no divisor of 2503 (prime) makes chunks: plain topk
+    assert search._chunk_width(2503, 1) == 0
+    y = torch.randn(4, 2503)
+    assert torch.equal(top_k(y, 3)[1], y.topk(3, dim=1).indices)
 
 
 def test_ngram_bans():
@@ -171,9 +200,10 @@ def test_max_len_forces_eos_with_its_own_probability():
         {"length_penalty": "average", "min_len": 2, "no_repeat_ngram": 2},
     ],
 )
-def test_beam_one_equals_greedy(options):
-    d = ToyDecoder()
-    src, lens, max_len = toy_batch(64)
+@pytest.mark.parametrize("vocab", [12, 640])  # 640: top_k searches chunks of the vocabulary
+def test_beam_one_equals_greedy(options, vocab):
+    d = ToyDecoder(vocab=vocab)
+    src, lens, max_len = toy_batch(64, vocab=vocab)
     greedy = run(greedy_search, d, src, lens, max_len, **options)
     beam = run(beam_search, d, src, lens, max_len, beam_size=1, **options)
     for (g,), (b,) in zip(greedy, beam, strict=True):
@@ -225,9 +255,10 @@ def test_a_length_penalty_waits_for_k_finished_hypotheses():
     assert best.tokens == [A] and best.score == pytest.approx(math.log(0.36))
 
 
-def test_early_stop_is_exact_without_penalty(monkeypatch):
-    d = ToyDecoder()
-    src, lens, max_len = toy_batch(32)
+@pytest.mark.parametrize("vocab", [12, 640])
+def test_early_stop_is_exact_without_penalty(monkeypatch, vocab):
+    d = ToyDecoder(vocab=vocab)
+    src, lens, max_len = toy_batch(32, vocab=vocab)
     early = run(beam_search, d, src, lens, max_len, beam_size=4, n_best=3)
     # the same search run to max_len for every sentence
     monkeypatch.setattr(search, "sentence_done", lambda nth, scores, step, max_len, p, a: max_len <= step)
@@ -238,9 +269,10 @@ def test_early_stop_is_exact_without_penalty(monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["beam", "greedy"])
-def test_same_output_alone_and_in_any_batch(method):
-    d = ToyDecoder()
-    src, lens, max_len = toy_batch(32, seed=3, a=1.0, b=3)
+@pytest.mark.parametrize("vocab", [12, 640])  # 640: top_k searches chunks of the vocabulary
+def test_same_output_alone_and_in_any_batch(method, vocab):
+    d = ToyDecoder(vocab=vocab)
+    src, lens, max_len = toy_batch(32, seed=3, a=1.0, b=3, vocab=vocab)
     options = {"beam_size": 4, "n_best": 2, "length_penalty": "gnmt"} if method == "beam" else {}
     fn = beam_search if method == "beam" else greedy_search
 
