@@ -286,7 +286,7 @@ def sentence_done(
 # ---------------------------------------------------------------------------------------------------------
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1024)  # (cols, k) pairs: one per vocabulary or shortlist size
 def _chunk_width(cols: int, k: int) -> int:
     """The chunk width :func:`top_k` cuts ``cols`` columns into, 0 when chunking would not pay: a divisor
     of ``cols`` between 32 and 128, nearest 64 (measured fastest for torch's max over the chunks here),
