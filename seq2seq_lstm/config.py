@@ -34,6 +34,7 @@ BRIDGES = ("linear", "zero")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_decay", "plateau")
 LENGTH_PENALTIES = ("none", "gnmt", "average")
+DTYPES = ("float32", "bfloat16", "int8")  # weight types at inference (seq2seq_lstm.quantize)
 
 
 def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
@@ -363,6 +364,24 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return _section_from_dict(Config, data, "")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: plain YAML loaders
+    keep the last one, so a second ``model:`` section silently replaced the whole first one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None,
+                    f"{key!r} appears twice (first on line {seen[key] + 1}); keep one",
+                    key_node.start_mark,
+                )  # fmt: skip
+            seen.setdefault(key, key_node.start_mark.line)
+        return super().construct_mapping(node, deep)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"model.hidden_size=256"`` -> ``(["model", "hidden_size"], 256)``; the value is read as YAML."""
     if "=" not in text:
@@ -383,7 +402,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file")
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             mark = getattr(e, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark is not None else ""
@@ -413,10 +432,22 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
     """Let ``write`` fill a temp file beside ``path``, then rename it over ``path``: readers see the old
-    file or the whole new one, never half; a failed ``write`` leaves ``path`` untouched."""
+    file or the whole new one, never half; a failed ``write`` leaves ``path`` untouched.
+
+    A symbolic link is followed (its target is replaced, the link stays). Something that exists and is
+    neither a file nor a folder (a FIFO, a device such as /dev/stdout, a socket) is written directly:
+    renaming over it would replace it with a plain file."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file() and not path.is_dir():
+        write(path)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # name the file asked for, not the temp file beside it
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         write(Path(tmp))

@@ -21,9 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from .cells import LSTMCell, StackedCell
+from .config import DTYPES
 from .errors import UserError
-
-DTYPES = ("float32", "bfloat16", "int8")
 
 # x (M, K) float32, its quantization scale and zero point, a packed int8 weight -> x W^T (M, N) float32
 _int8_product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32

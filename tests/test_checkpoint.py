@@ -6,6 +6,8 @@ import os
 import pickle
 import re
 import shutil
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,23 @@ def test_atomic_write_gives_new_files_the_umask_mode_and_keeps_an_existing_files
         assert (tmp_path / "old.txt").read_text() == "new"
     finally:
         os.umask(mask)
+
+
+def test_atomic_write_follows_links_and_writes_into_fifos(tmp_path):
+    # renaming over a link or a FIFO replaced it with a plain file (`-o /dev/full` replaced the device)
+    (tmp_path / "target.txt").write_text("old")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "target.txt")
+    atomic_write_text(tmp_path / "link.txt", "new")
+    assert (tmp_path / "link.txt").is_symlink() and (tmp_path / "target.txt").read_text() == "new"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert received == ["through the pipe"] and stat.S_ISFIFO(fifo.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "link.txt", "target.txt"]  # no temp left
 
 
 def test_load_for_inference_returns_the_exported_best_weights(trained_run):

@@ -282,3 +282,17 @@ def test_tokenizer_that_cannot_run_offline_is_one_line(corpus):
         pytest.skip("every sacreBLEU tokenizer can run here")
     code, line = s2s_error("evaluate", "hyp.txt", "ref1.txt", "--tokenize", missing[0])
     assert (code, line) == (1, f"Error: {ev.tokenizer_problem(missing[0])}")
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path):
+    # /dev/full refuses every write with ENOSPC, as a full disk does
+    (tmp_path / "h").write_text("a b c d\n")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "seq2seq_lstm", "bleu", str(tmp_path / "h"), str(tmp_path / "h")],
+            stdout=full, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: cannot read or write: No space left on device; free some space"
+    ]

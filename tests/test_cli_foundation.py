@@ -1,5 +1,7 @@
 """`s2s tokenizer` and `s2s data` via CliRunner: help, real runs, and one clear line per bad input."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,29 @@ def config(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(CONFIG, encoding="utf-8")
     return path
+
+
+HELP_IMPORTS = """
+import sys
+import click
+from seq2seq_lstm.cli import main
+commands = main.list_commands(click.Context(main))
+assert len(commands) >= 9, commands
+for command in commands:
+    try:
+        main([command, "--help"], standalone_mode=False)
+    except SystemExit:
+        pass
+heavy = sorted(m for m in ("torch", "lightning", "datasets", "sentencepiece") if m in sys.modules)
+print("HEAVY", heavy)
+"""
+
+
+def test_no_command_help_imports_torch():
+    # `s2s CMD --help` must start fast: torch alone takes seconds to import (it did for translate, whose
+    # --dtype choices came from the quantize module)
+    out = subprocess.run([sys.executable, "-c", HELP_IMPORTS], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout, out.stdout[-500:]
 
 
 def test_help_lists_the_groups_and_documents_every_option():
@@ -198,6 +223,22 @@ def test_config_unknown_key_and_wrong_type(tmp_path, config):
     )
     result = run("tokenizer", "train", "--config", config, "--character-coverage", 0.5)
     fails_with(result, f"{config}: tokenizer.character_coverage must be >= 0.9 and <= 1.0; got 0.5")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    # plain YAML keeps the last one: a second `tokenizer:` section silently dropped the first
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CONFIG + "tokenizer:\n  seed: 3\n", encoding="utf-8")
+    fails_with(
+        run("tokenizer", "train", "--config", bad, "--out", tmp_path / "out"),
+        f"{bad} line 11: not valid YAML ('tokenizer' appears twice (first on line 2); keep one)",
+    )
+    bad.write_text(CONFIG.replace("src_lang: en", "src_lang: en\n  src_lang: de"), encoding="utf-8")
+    fails_with(
+        run("tokenizer", "train", "--config", bad, "--out", tmp_path / "out"),
+        f"{bad} line 8: not valid YAML ('src_lang' appears twice (first on line 7); keep one)",
+    )
     assert not (tmp_path / "out").exists()
 
 

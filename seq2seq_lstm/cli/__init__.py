@@ -7,11 +7,18 @@ Each command lives in its own module of this package and is imported only when i
 
 from __future__ import annotations
 
+import errno
 import importlib
 
 import click
 
 from ..errors import UserError
+
+# errno values of an OSError that the machine, not the code, caused: reported in one line
+IO_ERRORS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO, errno.ENOENT,
+     errno.ENOTDIR, errno.EISDIR}
+)  # fmt: skip
 
 # command name -> "module:attribute", in the order `s2s --help` lists them
 COMMANDS = {
@@ -55,6 +62,13 @@ class LazyGroup(click.Group):
         except UserError as e:
             # user mistakes get one line and exit code 1; tracebacks are for our bugs only
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            # the machine refused a read or write (full disk, no permission, read-only place): not a bug
+            if e.errno not in IO_ERRORS:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            hint = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "check the path"
+            raise click.ClickException(f"cannot read or write{where}: {e.strerror}; {hint}") from None
 
 
 @click.group(

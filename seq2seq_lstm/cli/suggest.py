@@ -7,8 +7,9 @@ import sys
 
 import click
 
+from ..config import DTYPES  # torch-free (quantize imports torch)
+
 FORMATS = ("text", "json")
-DTYPES = ("float32", "bfloat16", "int8")  # seq2seq_lstm.quantize.DTYPES, without importing torch
 DTYPE_OPTION = click.option(
     "--dtype",
     type=click.Choice(DTYPES),

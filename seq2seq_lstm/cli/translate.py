@@ -28,9 +28,9 @@ GENERATION_OPTIONS = (
 
 
 def _dtypes() -> tuple[str, ...]:
-    from ..quantize import DTYPES
+    from ..config import DTYPES  # not quantize's import: that loads torch, and --help must start fast
 
-    return tuple(DTYPES)
+    return DTYPES
 
 
 def _length_penalties() -> tuple[str, ...]:
@@ -143,7 +143,7 @@ def _length_penalties() -> tuple[str, ...]:
     help="Translate each line as soon as it is read (default: when stdin is a terminal).",
 )
 @click.option(
-    "--threads", type=click.IntRange(0), default=0, help="CPU threads for torch (0 = torch's default)."
+    "--threads", type=click.IntRange(0, 1024), default=0, help="CPU threads for torch (0 = torch's default)."
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
 @click.option(
