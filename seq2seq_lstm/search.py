@@ -309,7 +309,7 @@ def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     width = _chunk_width(cols, k)
     if width == 0 or x.device.type != "cpu":  # GPUs run topk in parallel: nothing to gain there
         return x.topk(k, dim=1)
-    chunks = x.view(rows, cols // width, width)
+    chunks = x.reshape(rows, cols // width, width)  # a view unless x is a strided slice
     best = chunks.amax(dim=2).topk(k, dim=1).indices.sort(dim=1).values  # (N, k) in column order
     inside = chunks.gather(1, best.unsqueeze(2).expand(rows, k, width)).view(rows, k * width)
     values, at = inside.topk(k, dim=1)

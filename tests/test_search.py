@@ -89,6 +89,8 @@ def test_top_k_with_ties_and_minus_infinity():
     assert torch.equal(x.gather(1, columns), values)  # each column holds its value...
     assert all(len(set(row)) == 8 for row in columns.tolist())  # ...and no column twice
     assert columns[2, :3].tolist() == [5, 700, 2000]
+    strided = torch.randn(5, 2 * 2560)[:, ::2]  # not contiguous: chunked through a copy
+    assert torch.equal(top_k(strided, 8)[1], strided.topk(8, dim=1).indices)
     # no divisor of 2503 (prime) makes chunks: plain topk
     assert search._chunk_width(2503, 1) == 0
     y = torch.randn(4, 2503)
