@@ -11,7 +11,9 @@ field, the bad value and what is allowed, in the dotted words that ``--set`` use
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import os
 import tempfile
 import types
@@ -35,6 +37,7 @@ OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_decay", "plateau")
 LENGTH_PENALTIES = ("none", "gnmt", "average")
 DTYPES = ("float32", "bfloat16", "int8")  # weight types at inference (seq2seq_lstm.quantize)
+SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) largest seed
 
 
 def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
@@ -49,13 +52,26 @@ def _check_range(
     lo: float | None = None,
     hi: float | None = None,
     lo_open: bool = False,
+    hi_open: bool = False,
 ) -> None:
-    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (hi is not None and value > hi)
-    if bad:
+    # NaN passes every comparison, and no setting here means anything at infinity: both are refused
+    # here, or torch and Lightning find them after the run directory is made (with a traceback)
+    finite = not isinstance(value, float) or math.isfinite(value)
+    bad = (lo is not None and (value <= lo if lo_open else value < lo)) or (
+        hi is not None and (value >= hi if hi_open else value > hi)
+    )
+    if bad or not finite:
         lo_s = "" if lo is None else (f"> {lo}" if lo_open else f">= {lo}")
-        hi_s = "" if hi is None else f"<= {hi}"
+        hi_s = "" if hi is None else (f"< {hi}" if hi_open else f"<= {hi}")
         allowed = " and ".join(s for s in (lo_s, hi_s) if s)
+        allowed = allowed if finite else f"a finite number {allowed}".rstrip()
         raise ConfigError(f"{section}.{name} must be {allowed}; got {value!r}")
+
+
+def _check_limit(section: str, name: str, value: int) -> None:
+    """A step or epoch count where -1 means no limit (0 would stop before the first step)."""
+    if value != -1 and value < 1:
+        raise ConfigError(f"{section}.{name} must be -1 (no limit) or >= 1; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -80,6 +96,7 @@ class TokenizerConfig:
         _check_range("tokenizer", "character_coverage", self.character_coverage, lo=0.9, hi=1.0)
         _check_range("tokenizer", "input_sentence_size", self.input_sentence_size, lo=0)
         _check_range("tokenizer", "num_threads", self.num_threads, lo=1)
+        _check_range("tokenizer", "seed", self.seed, lo=0, hi=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,7 @@ class DataConfig:
         _check_range("data", "bucket_width", self.bucket_width, lo=1)
         _check_range("data", "num_proc", self.num_proc, lo=1)
         _check_range("data", "max_valid_sentences", self.max_valid_sentences, lo=0)
+        _check_range("data", "seed", self.seed, lo=0, hi=SEED_MAX)
 
 
 @dataclass(frozen=True)
@@ -196,15 +214,28 @@ class TrainingConfig:
         _check_choice("training", "optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("training", "schedule", self.schedule, SCHEDULES)
         _check_choice("training", "logger", self.logger, ("csv", "tensorboard", "none"))
+        _check_range("training", "seed", self.seed, lo=0, hi=SEED_MAX)
         _check_range("training", "lr", self.lr, lo=0.0, lo_open=True)
+        for beta in self.betas:  # torch's Adam takes each in [0, 1)
+            _check_range("training", "betas", beta, lo=0.0, hi=1.0, hi_open=True)
+        _check_range("training", "weight_decay", self.weight_decay, lo=0.0)
         _check_range("training", "label_smoothing", self.label_smoothing, lo=0.0, hi=0.5)
         _check_range("training", "clip_norm", self.clip_norm, lo=0.0)
         _check_range("training", "warmup_steps", self.warmup_steps, lo=0)
         _check_range("training", "accumulate", self.accumulate, lo=1)
         _check_range("training", "num_nodes", self.num_nodes, lo=1)
+        # a factor of 1 or more would never lower the lr (torch refuses it)
+        _check_range(
+            "training", "plateau_factor", self.plateau_factor, lo=0.0, hi=1.0, lo_open=True, hi_open=True
+        )
+        _check_range("training", "plateau_patience", self.plateau_patience, lo=0)
+        _check_limit("training", "max_steps", self.max_steps)
+        _check_limit("training", "max_epochs", self.max_epochs)
         _check_range("training", "max_time", self.max_time, lo=0.0)
+        _check_range("training", "val_every_steps", self.val_every_steps, lo=0)
         _check_range("training", "patience", self.patience, lo=0)
         _check_range("training", "log_every_steps", self.log_every_steps, lo=1)
+        _check_range("training", "num_threads", self.num_threads, lo=0)
         if self.max_steps == -1 and self.max_epochs == -1 and self.max_time == 0:
             raise ConfigError("training needs a stopping point: set max_steps, max_epochs or max_time")
 
@@ -238,7 +269,7 @@ class GenerationConfig:
                 f"got {self.n_best} > {self.beam_size}"
             )
         _check_choice("generation", "length_penalty", self.length_penalty, LENGTH_PENALTIES)
-        _check_range("generation", "alpha", self.alpha, lo=0.0)
+        _check_range("generation", "alpha", self.alpha, lo=0.0, hi=10.0)  # search.ALPHA_MAX
         _check_range("generation", "min_len", self.min_len, lo=0)
         _check_range("generation", "max_len_a", self.max_len_a, lo=0.0)
         _check_range("generation", "max_len_b", self.max_len_b, lo=0)
@@ -384,18 +415,66 @@ class _StrictLoader(yaml.SafeLoader):
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"model.hidden_size=256"`` -> ``(["model", "hidden_size"], 256)``; the value is read as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"--set expects section.key=value; got {text!r}")
-    key, raw = text.split("=", 1)
+    key, eq, raw = text.partition("=")
+    keys = [k.strip() for k in key.split(".")]
+    if not eq or not all(keys):
+        raise ConfigError(
+            f"--set {text}: malformed override; write KEY=VALUE with a non-empty dotted key, "
+            "e.g. --set model.hidden_size=256"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    return key.strip().split("."), value
+    return keys, value
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``key=value`` overrides."""
+def _apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """A copy of ``data`` (as read from YAML) with the ``key=value`` overrides set, in order."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text}: {k} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def _culprits(data: dict[str, Any], overrides: list[str] | tuple[str, ...], error: str) -> list[int]:
+    """Which overrides a config error comes from: none when the file alone gives the same error, else
+    those without which it goes away or changes (and not merely back to the file's own error), or all
+    of them when no single one decides. Called only on failure: each try is a small rebuild."""
+
+    def error_without(skip: set[int]) -> str | None:
+        try:
+            config_from_dict(_apply_overrides(data, [o for i, o in enumerate(overrides) if i not in skip]))
+        except ConfigError as e:
+            return str(e)
+        return None
+
+    alone = error_without(set(range(len(overrides))))
+    if alone == error:
+        return []
+    culprits = []
+    for i in range(len(overrides)):
+        rest = error_without({i})
+        if rest != error and (rest is None or rest != alone):
+            culprits.append(i)
+    return culprits or list(range(len(overrides)))
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    labels: dict[str, str] | None = None,
+) -> Config:
+    """Read a YAML config (or start from defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    An error is blamed on what caused it: the file, or the override(s) (named ``--set KEY=VALUE``, or
+    by ``labels[override]`` for one that came from another option, such as ``--max-steps 0``)."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -409,20 +488,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config must be a mapping of sections; got {type(data).__name__}")
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = data
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {text}: {k} is not a section")
-        node[keys[-1]] = value
+    merged = _apply_overrides(data, overrides)  # a malformed override names itself
     try:
-        return config_from_dict(data)
+        return config_from_dict(merged)
     except ConfigError as e:
-        if path is not None:
-            raise ConfigError(f"{path}: {e}") from None
-        raise
+        blamed = [labels.get(t, f"--set {t}") if labels else f"--set {t}" for t in overrides]
+        names = [blamed[i] for i in _culprits(data, overrides, str(e))]
+        if not names and path is None:
+            raise
+        raise ConfigError(f"{', '.join(names) if names else path}: {e}") from None
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

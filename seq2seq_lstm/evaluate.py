@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric, Score
+from sacrebleu.metrics.bleu import MAX_NGRAM_ORDER
 from sacrebleu.significance import PairedTest
 from sacrebleu.tokenizers.tokenizer_spm import SPM_MODELS
 from sacrebleu.utils import SACREBLEU_DIR
@@ -36,6 +38,10 @@ DEFAULT_WIDTH = 1  # decimal places (sacreBLEU's --width)
 DEFAULT_SEED = 12345  # sacreBLEU's $SACREBLEU_SEED default for the significance tests
 PAIRED_TESTS = {"bs": "bootstrap resampling", "ar": "approximate randomization"}
 DEFAULT_PAIRED_N = {"bs": 1000, "ar": 10000}  # resamples (bs) or trials (ar), as sacreBLEU's CLI
+# sacreBLEU bounds none of these; we do, so that a typo cannot run for hours or exhaust memory
+MAX_PAIRED_N = 100_000  # resamples or trials: 100x / 10x sacreBLEU's defaults, about 7 s per 10 sentences
+PAIRED_MEMORY_LIMIT = 4 * 2**30  # bytes a paired test may take: it holds every resample at once
+MAX_CHRF_ORDER = 100  # chrF counts every n-gram order up to this, for each sentence
 
 
 # ---------------------------------------------------------------------------------------------- options
@@ -78,11 +84,18 @@ class ScoreOptions:
             raise UserError(
                 f"`smooth_method` is {self.smooth_method!r}; choose from {', '.join(BLEU.SMOOTH_DEFAULTS)}"
             )
-        if self.chrf_char_order < 1 or self.chrf_word_order < 0 or self.chrf_beta < 0:
+        if self.smooth_value is not None and not (
+            math.isfinite(self.smooth_value) and self.smooth_value >= 0
+        ):
+            # floor and add-k add it to n-gram counts: a negative count has no logarithm, nan and inf no score
+            raise UserError(f"`smooth_value` is {self.smooth_value}; give a finite number >= 0")
+        if not (1 <= self.chrf_char_order <= MAX_CHRF_ORDER and 0 <= self.chrf_word_order <= MAX_CHRF_ORDER):
             raise UserError(
-                "`chrf_char_order` must be >= 1 and `chrf_word_order`, `chrf_beta` >= 0, got "
-                f"{self.chrf_char_order}, {self.chrf_word_order}, {self.chrf_beta}"
+                f"`chrf_char_order` must be 1 to {MAX_CHRF_ORDER} and `chrf_word_order` 0 to "
+                f"{MAX_CHRF_ORDER}, got {self.chrf_char_order} and {self.chrf_word_order}"
             )
+        if self.chrf_beta < 0:
+            raise UserError(f"`chrf_beta` must be >= 0, got {self.chrf_beta}")
 
 
 @dataclass(frozen=True)
@@ -379,6 +392,49 @@ def _opt_float(x) -> float | None:
     return None if x is None else float(x)  # numpy floats -> plain floats (JSON, equality)
 
 
+def _n_stats(name: str, options: ScoreOptions) -> int:
+    """How many sufficient statistics sacrebleu keeps per sentence for metric ``name``."""
+    if name == "bleu":
+        return 2 + 2 * MAX_NGRAM_ORDER  # lengths, then matches and totals per n-gram order
+    if name == "chrf":
+        return 3 * (options.chrf_char_order + options.chrf_word_order)  # hyp, ref, matches per order
+    return 2  # TER: edits and reference length
+
+
+def paired_memory(test: str, n_samples: int, n_sentences: int, options: ScoreOptions) -> int:
+    """About how many bytes sacrebleu's paired test takes at its peak (measured with sacrebleu 2.6).
+
+    Bootstrap draws every resample's sentence indices at once (int64) and gathers their float32
+    statistics; approximate randomization draws a bool per sentence and trial and multiplies them out.
+    Each sample also keeps a score object.
+    """
+    if test == "bs":
+        stats = max(_n_stats(name, options) for name in options.metrics)
+        return n_samples * (n_sentences * (8 + 4 * stats) + 1500)
+    return n_samples * (n_sentences * 14 + 600)
+
+
+def memory_size(n_bytes: int) -> str:
+    """``n_bytes`` for a message: "37.3 GiB", "512 MiB"."""
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
+
+
+def _check_paired_size(test: str, n_samples: int, n_sentences: int, options: ScoreOptions) -> None:
+    what = "resamples" if test == "bs" else "trials"
+    option = f"--paired-{test}-n"
+    if not 1 <= n_samples <= MAX_PAIRED_N:
+        raise UserError(f"{option} is {n_samples}; give 1 to {MAX_PAIRED_N} {what}")
+    need = paired_memory(test, n_samples, n_sentences, options)
+    if need > PAIRED_MEMORY_LIMIT:
+        most = PAIRED_MEMORY_LIMIT // paired_memory(test, 1, n_sentences, options)
+        sentences = f"{n_sentences} sentence{'s' if n_sentences != 1 else ''}"
+        raise UserError(
+            f"{option} {n_samples} on {sentences} would take about {memory_size(need)} of memory "
+            f"(the limit is {memory_size(PAIRED_MEMORY_LIMIT)}); "
+            + (f"give at most {most} {what}" if most else "the corpus is too large for a paired test")
+        )
+
+
 def paired_test(
     baseline: tuple[str, Sequence[str]],
     systems: Sequence[tuple[str, Sequence[str]]],
@@ -393,6 +449,10 @@ def paired_test(
     ``test`` is "bs" (paired bootstrap resampling, Koehn 2004, with 95% confidence intervals) or "ar"
     (approximate randomization, Riezler and Maxwell 2005). Names are (name, hypotheses) pairs; the
     result equals ``sacrebleu -i BASELINE SYSTEM... --paired-bs`` with ``SACREBLEU_SEED=seed``.
+
+    Raises:
+        UserError: ``n_samples`` is above :data:`MAX_PAIRED_N`, or the test would take more memory than
+            :data:`PAIRED_MEMORY_LIMIT` (sacrebleu holds every resample at once).
     """
     if test not in PAIRED_TESTS:
         raise UserError(f"paired test {test!r} is unknown; choose from {', '.join(PAIRED_TESTS)}")
@@ -401,6 +461,7 @@ def paired_test(
         raise UserError(f"the significance seed must be a positive integer, got {seed}")
     n_samples = n_samples or DEFAULT_PAIRED_N[test]
     references = _as_streams(baseline[1], references)
+    _check_paired_size(test, n_samples, len(baseline[1]), options)
     named = [(f"Baseline: {baseline[0]}", list(baseline[1]))]
     for name, hyps in systems:
         _as_streams(hyps, references)

@@ -13,7 +13,9 @@ state may skip copying its source side), and returns, for each of the B sentence
 Conventions shared by all three searches
 - ``max_len`` (int or (B,) long) counts target tokens without EOS. At step ``max_len`` only EOS is
   allowed (with the model's own log-prob for it), so every hypothesis ends with EOS and
-  ``len(token_log_probs) == len(tokens) + 1``. ``min_len`` forbids EOS before that many tokens.
+  ``len(token_log_probs) == len(tokens) + 1``. ``min_len`` forbids EOS before that many tokens; the
+  maximum wins (as in OpenNMT-py): a sentence whose ``max_len`` is below ``min_len`` gets exactly
+  ``max_len`` tokens, whatever the model predicts with EOS banned (``Translator`` warns when this happens).
 - ``prefix`` (one list of ids per sentence) forces the first tokens: interactive translation continues
   what a translator typed; for a language model it is a prompt. Forced tokens are part of the returned
   tokens and of the score; they override the bans, and ``max_len`` is raised to the prefix length.
@@ -53,7 +55,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 NEG_INF = float("-inf")
+MAX_LEN = 2**31 - 1  # max_lengths caps a * S + b here: never reached, and no int64 overflow for a huge a
+# GNMT exponent: Wu et al. (2016) use 0.6-1; up to 10, ((5 + |Y|) / 6) ** alpha stays a finite float for
+# every |Y| <= MAX_LEN (a larger alpha overflows on long hypotheses and only ever favours the longest)
+ALPHA_MAX = 10.0
+# Sampling temperatures: log-probs are float32, and (log p) / T must stay finite for the allowed pieces
+# (a forced piece can have log p near -100): below 1e-6 sampling is greedy search anyway, above 1e6 a
+# uniform draw; at 1e-38 or 1e39 a row's log-probs all turned -inf or NaN and torch.multinomial failed
+TEMPERATURE_MIN, TEMPERATURE_MAX = 1e-6, 1e6
 
 # |Y| (EOS included), alpha -> lp; a hypothesis scores sum(log p) / lp. Keys match config.LENGTH_PENALTIES.
 LENGTH_PENALTIES: dict[str, Callable[[int, float], float]] = {
@@ -88,9 +100,30 @@ def pad_ids(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     return out
 
 
+def check_number(
+    name: str, value: float, lo: float, hi: float | None = None, *, lo_open: bool = False
+) -> None:
+    """Refuse ``value`` (as :class:`UserError` naming it ``name``) unless it is a finite number >= ``lo``
+    (> ``lo`` with ``lo_open``) and <= ``hi``. NaN passes every comparison, so it is tested apart."""
+    try:
+        finite = math.isfinite(value)
+    except TypeError:
+        finite = False
+    if finite and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi):
+        return
+    if hi is None:
+        allowed = f"> {lo:g}" if lo_open else f">= {lo:g}"
+    else:
+        allowed = f"in ({lo:g}, {hi:g}]" if lo_open else f"between {lo:g} and {hi:g}"
+    raise UserError(f"{name} must be a finite number {allowed}; got {value!r}")
+
+
 def max_lengths(src_lens: Tensor, a: float, b: int) -> Tensor:
-    """Per-sentence maximum target length ``floor(a * source_length + b)``; (B,) -> (B,) long."""
-    return torch.floor(a * src_lens.double() + b).long()
+    """Per-sentence maximum target length ``floor(a * source_length + b)``, at most :data:`MAX_LEN`;
+    (B,) -> (B,) long. ``a`` and ``b`` must be finite and >= 0."""
+    check_number("max_len_a", a, 0.0)
+    check_number("max_len_b", b, 0.0)
+    return torch.floor(a * src_lens.double() + b).clamp(max=MAX_LEN).long()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -358,7 +391,7 @@ def beam_search(
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}); got {n_best}")
-    _check_penalty(length_penalty)
+    _check_penalty(length_penalty, alpha)
     if batch_size == 0:
         return []
     device = _device(device, max_len, src_lens)
@@ -433,7 +466,7 @@ def _single_path(
     device: torch.device | str | None,
 ) -> list[list[Hypothesis]]:
     """Extend each sentence by ``choose(log_probs (N, V)) -> (N,)`` until EOS; rows leave when done."""
-    _check_penalty(length_penalty)
+    _check_penalty(length_penalty, alpha)
     if batch_size == 0:
         return []
     device = _device(device, max_len, src_lens)
@@ -535,9 +568,10 @@ def sample(
     device: torch.device | str | None = None,
 ) -> list[list[Hypothesis]]:
     """Ancestral sampling from softmax(log_probs / temperature), optionally cut to top-k and top-p.
+    ``temperature`` lies in [:data:`TEMPERATURE_MIN`, :data:`TEMPERATURE_MAX`] (for the argmax use
+    greedy_search); a ``top_k`` of the vocabulary size or more keeps every piece, like 0.
     Pass a seeded ``torch.Generator`` (on the decoder's device) for reproducible samples."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (use greedy_search for the argmax); got {temperature}")
+    check_number("temperature", temperature, TEMPERATURE_MIN, TEMPERATURE_MAX)
     if top_k < 0 or not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_k must be >= 0 and top_p in (0, 1]; got top_k={top_k}, top_p={top_p}")
 
@@ -600,11 +634,12 @@ class EnsembleDecoder:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _check_penalty(length_penalty: str) -> None:
+def _check_penalty(length_penalty: str, alpha: float) -> None:
     if length_penalty not in LENGTH_PENALTIES:
         raise ValueError(
             f"length_penalty must be one of {', '.join(LENGTH_PENALTIES)}; got {length_penalty!r}"
         )
+    check_number("alpha", alpha, 0.0, ALPHA_MAX)
 
 
 def _device(

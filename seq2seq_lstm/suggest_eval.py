@@ -34,10 +34,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import UserError
+from .evaluate import memory_size
 from .suggest import word_spans
 
 logger = logging.getLogger(__name__)
 
+MAX_BOOTSTRAP = 100_000  # resamples: 100x the default; more only narrows the intervals' own noise
+BOOTSTRAP_MEMORY_LIMIT = 4 * 2**30  # bytes: every resample is drawn at once, 16 bytes per sentence in each
 TYPED = (0, 1, 2, 3)  # characters of the word typed before the suggestions are scored
 STATS = (
     *(f"{name}@{c}" for c in TYPED for name in ("hit1", "hit3", "n")),
@@ -156,6 +160,17 @@ def _ratio(name: str, num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return r
 
 
+def _check_bootstrap_size(bootstrap: int, n_sentences: int) -> None:
+    # the resampled sentence indices (int64) and one gathered column (float64) are held at once
+    need = 16 * bootstrap * n_sentences
+    if need > BOOTSTRAP_MEMORY_LIMIT:
+        raise UserError(
+            f"--bootstrap {bootstrap} on {n_sentences} sentences would take about {memory_size(need)} of "
+            f"memory (the limit is {memory_size(BOOTSTRAP_MEMORY_LIMIT)}); give at most "
+            f"{BOOTSTRAP_MEMORY_LIMIT // (16 * n_sentences)} resamples"
+        )
+
+
 def evaluate_suggestions(
     predictor,
     sentences: Iterable[str],
@@ -171,10 +186,19 @@ def evaluate_suggestions(
     """Score ``predictor`` on ``sentences`` (one fresh session each; with ``sources``, translations).
 
     Empty lines are skipped. See the module docstring for what each metric counts.
+
+    Raises:
+        UserError: no sentence has a word to score, or ``bootstrap`` is negative, above
+            :data:`MAX_BOOTSTRAP` or would take more memory than :data:`BOOTSTRAP_MEMORY_LIMIT`.
     """
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise UserError(f"--bootstrap is {bootstrap}; give 0 to {MAX_BOOTSTRAP} resamples")
     t0 = time.perf_counter()
     rows = []
     sentences = [s.strip() for s in sentences]
+    if not any(word_spans(s) for s in sentences):
+        raise UserError("there are no words to score: every sentence is empty or only punctuation")
+    _check_bootstrap_size(bootstrap, sum(1 for s in sentences if s))
     for i, sentence in enumerate(sentences):
         if not sentence:
             continue

@@ -10,12 +10,13 @@ DataModule, model, system, callbacks, logger and Trainer; then ``fit``, a final 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,57 +108,65 @@ def train(
             f"{run.root} already holds a training run ({run.last_ckpt}); pass --resume to continue it, "
             "--overwrite to start over, or another --out-dir"
         )
-    L.seed_everything(t.seed, workers=True, verbose=False)
-    tokenizer = _prepare_run(cfg, run, resume, overwrite, rank)
+    trainer: L.Trainer | None = None
 
-    datamodules = {"translation": TranslationDataModule, "lm": LMDataModule}
-    datamodule = datamodules[cfg.task](cfg, tokenizer)
-    model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-    if ckpt_path is not None:
-        _check_resume_checkpoint(ckpt_path, model, tokenizer, run)
-    elif t.init_from:
-        _init_weights(model, cfg)
-    logger.info("model: %s", model_summary(model))
-    system = SYSTEMS[cfg.task](cfg, model, tokenizer)
+    def trained() -> bool:  # asked only when something fails: by then ``trainer`` may be set below
+        return trainer is not None and trainer.global_step > 0
 
-    with warnings.catch_warnings():
-        # The plateau scheduler is stepped only on fresh validation results (system.lr_scheduler_step);
-        # before the first validation Lightning finds no score and says so once: expected, not news.
-        warnings.filterwarnings("ignore", message="ReduceLROnPlateau conditioned on metric")
-        # Lightning's own use of a torch.utils._pytree name that newer torch deprecates: not ours to fix
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-        trainer = L.Trainer(**_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {}))
-        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        # Validations come every val_every_steps (and at a max_time stop); a run that ends at max_steps
-        # or at its last epoch between two of them would export a model up to val_every_steps - 1
-        # steps old. Score the final state too (after fit: a validation inside the loop at an
-        # unscheduled step would leave a last.ckpt that Lightning cannot resume from).
-        final_val = (
-            bool(cfg.data.valid)
-            and not trainer.interrupted
-            and trainer.global_step > 0
-            and system.val_step != trainer.global_step
+    with _removed_on_failure(run, fresh=not resume and rank == 0, trained=trained):
+        L.seed_everything(t.seed, workers=True, verbose=False)
+        tokenizer = _prepare_run(cfg, run, resume, overwrite, rank)
+
+        datamodules = {"translation": TranslationDataModule, "lm": LMDataModule}
+        datamodule = datamodules[cfg.task](cfg, tokenizer)
+        model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+        if ckpt_path is not None:
+            _check_resume_checkpoint(ckpt_path, model, tokenizer, run)
+        elif t.init_from:
+            _init_weights(model, cfg)
+        logger.info("model: %s", model_summary(model))
+        system = SYSTEMS[cfg.task](cfg, model, tokenizer)
+
+        with warnings.catch_warnings():
+            # The plateau scheduler is stepped only on fresh validation results (lr_scheduler_step);
+            # before the first validation Lightning finds no score and says so once: expected, not news.
+            warnings.filterwarnings("ignore", message="ReduceLROnPlateau conditioned on metric")
+            # Lightning's own use of a torch.utils._pytree name that newer torch deprecates: not ours
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            trainer = L.Trainer(
+                **_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {})
+            )
+            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            # Validations come every val_every_steps (and at a max_time stop); a run that ends at
+            # max_steps or at its last epoch between two of them would export a model up to
+            # val_every_steps - 1 steps old. Score the final state too (after fit: a validation inside
+            # the loop at an unscheduled step would leave a last.ckpt that Lightning cannot resume from).
+            final_val = (
+                bool(cfg.data.valid)
+                and not trainer.interrupted
+                and trainer.global_step > 0
+                and system.val_step != trainer.global_step
+            )
+            if final_val:
+                trainer.validate(system, datamodule=datamodule, verbose=False)
+
+        summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
+        if trainer.is_global_zero and cfg.task == "translation" and cfg.generation.shortlist:
+            from .shortlist import build_shortlist
+
+            # the config decodes with a shortlist: build it now, or `s2s translate` on the run would stop
+            logger.info("%s", build_shortlist(run.root))
+        return TrainSummary(
+            out_dir=run.root,
+            steps=trainer.global_step,
+            best_step=summary_info.get("step"),
+            best_val_bleu=summary_info.get("val_bleu"),
+            best_val_chrf=summary_info.get("val_chrf"),
+            best_val_ppl=summary_info.get("val_ppl"),
+            weights=run.weights if trainer.is_global_zero else None,
+            is_global_zero=trainer.is_global_zero,
+            seconds=time.perf_counter() - start,
         )
-        if final_val:
-            trainer.validate(system, datamodule=datamodule, verbose=False)
-
-    summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
-    if trainer.is_global_zero and cfg.task == "translation" and cfg.generation.shortlist:
-        from .shortlist import build_shortlist
-
-        # the config decodes with a shortlist: build it now, or `s2s translate` on the run would stop
-        logger.info("%s", build_shortlist(run.root))
-    return TrainSummary(
-        out_dir=run.root,
-        steps=trainer.global_step,
-        best_step=summary_info.get("step"),
-        best_val_bleu=summary_info.get("val_bleu"),
-        best_val_chrf=summary_info.get("val_chrf"),
-        best_val_ppl=summary_info.get("val_ppl"),
-        weights=run.weights if trainer.is_global_zero else None,
-        is_global_zero=trainer.is_global_zero,
-        seconds=time.perf_counter() - start,
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,6 +189,7 @@ def check_trainer_options(cfg: Config) -> None:
     if t.patience and not validate:
         raise ConfigError("training.patience needs a validation set; set data.valid or training.patience=0")
     check_accelerator(t.accelerator)
+    check_cpu_devices(t)
     chosen = (
         f"accelerator={t.accelerator}, devices={t.devices}, strategy={t.strategy}, "
         f"num_nodes={t.num_nodes}, precision={t.precision}"
@@ -210,6 +220,24 @@ def check_accelerator(accelerator: str) -> None:
         )
 
 
+def _on_cpu(t: TrainingConfig) -> bool:
+    return t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+
+
+def check_cpu_devices(t: TrainingConfig) -> None:
+    """On a CPU each device is a training process of its own: Lightning starts as many as asked, and a
+    thousand of them (``--devices 1000``) hang the machine. More than its cores is refused; ``auto``
+    and GPU lists (``0,1``) are Lightning's to judge. Only this node's cores count (``num_nodes``
+    multiplies machines, not processes here)."""
+    cores = os.cpu_count() or 1
+    devices = t.devices.strip()
+    if _on_cpu(t) and devices.isdigit() and int(devices) > cores:
+        raise UserError(
+            f"training.devices={devices} asks for {devices} CPU training processes but this machine has "
+            f"{cores} CPU cores; use --devices {cores} or fewer, or train on a GPU (--accelerator gpu)"
+        )
+
+
 def cpu_precision(t: TrainingConfig) -> str:
     """The precision to train in: ``t.precision``, except 32-true for bf16-mixed on a CPU without bf16.
 
@@ -219,8 +247,7 @@ def cpu_precision(t: TrainingConfig) -> str:
     """
     from .cells import cpu_supports_bf16
 
-    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
-    if t.precision != "bf16-mixed" or not on_cpu or cpu_supports_bf16():
+    if t.precision != "bf16-mixed" or not _on_cpu(t) or cpu_supports_bf16():
         return t.precision
     logger.warning(
         "training.precision=bf16-mixed: this CPU has no bf16 kernels (they need AVX-512), so bf16 would "
@@ -271,6 +298,31 @@ def _check_resume_checkpoint(path: Path, model: Any, tokenizer: Any, run: RunDir
 
 # --------------------------------------------------------------------------------------------------
 # Run directory
+
+
+@contextlib.contextmanager
+def _removed_on_failure(run: RunDir, fresh: bool, trained: Callable[[], bool]) -> Iterator[None]:
+    """A fresh run that fails before its first optimizer step (data that cannot be read or leaves no
+    pairs, a tokenizer that cannot be trained, a loss that is NaN at once) takes away what it made:
+    config.yaml, tokenizer/ and logs/ alone are no run. Only a directory that was missing or empty
+    before is cleared; a run that ``trained()`` keeps its logs, and its checkpoints for ``--resume``."""
+    root = run.root
+    if not fresh or root.is_symlink() or (root.exists() and (not root.is_dir() or any(root.iterdir()))):
+        yield
+        return
+    made = None if root.exists() else root  # the topmost folder this run creates (parents included)
+    while made is not None and not made.parent.exists():
+        made = made.parent
+    try:
+        yield
+    except BaseException:
+        if not trained() and not (run.checkpoints.is_dir() and any(run.checkpoints.glob("*.ckpt"))):
+            for path in [made] if made is not None else list(root.iterdir()):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        raise
 
 
 def _global_rank() -> int:

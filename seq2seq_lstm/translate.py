@@ -18,6 +18,8 @@ What happens to a list of lines
 - The search: beam search (``beam_size`` > 1), greedy search (``beam_size`` 1) or sampling (``sampling``
   given; ``n_best`` samples per sentence), with ``max_len = floor(max_len_a * source pieces +
   max_len_b)`` per chunk and every other option of ``generation`` (see :mod:`seq2seq_lstm.search`).
+  The maximum wins over ``min_len``: a chunk whose ``max_len`` is below ``min_len`` ends at ``max_len``
+  with pieces the model predicts while EOS is banned, and a warning says how many lines that hit.
 - A forced target prefix (interactive translation: continue what a translator typed) applies to the
   first chunk of its line; the returned text starts with it.
 
@@ -41,9 +43,12 @@ from .config import GenerationConfig
 from .errors import CheckpointError, UserError
 from .quantize import convert_weights
 from .search import (
+    TEMPERATURE_MAX,
+    TEMPERATURE_MIN,
     EnsembleDecoder,
     Hypothesis,
     beam_search,
+    check_number,
     greedy_search,
     max_lengths,
     pad_ids,
@@ -59,24 +64,26 @@ logger = logging.getLogger(__name__)
 
 SENTENCE_ENDS = frozenset(".!?…。！？")  # a chunk preferably ends after a piece ending with one of these
 CLAUSE_ENDS = frozenset(",;:，；：")  # second choice
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Ancestral sampling instead of search: softmax(log p / temperature), cut to top-k and top-p."""
+    """Ancestral sampling instead of search: softmax(log p / temperature), cut to top-k and top-p.
+    ``n_best`` samples are drawn per line; there is no beam (``beam_size`` does not apply)."""
 
-    temperature: float = 1.0  # > 0; below 1 sharpens, above 1 flattens
-    top_k: int = 0  # sample among the k most probable pieces (0 = all)
+    temperature: float = 1.0  # in [1e-6, 1e6]; below 1 sharpens, above 1 flattens
+    top_k: int = 0  # sample among the k most probable pieces (0, or k >= the vocabulary size: all)
     top_p: float = 1.0  # nucleus: the smallest set of pieces holding this much probability
     seed: int | None = None  # seeds one generator per translate call: the same call gives the same samples
 
     def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise UserError(f"--temperature must be > 0; got {self.temperature}")
+        check_number("--temperature", self.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX)
         if self.top_k < 0:
             raise UserError(f"--top-k must be >= 0; got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise UserError(f"--top-p must be in (0, 1]; got {self.top_p}")
+        check_number("--top-p", self.top_p, 0.0, 1.0, lo_open=True)
+        if self.seed is not None and not 0 <= self.seed <= SEED_MAX:
+            raise UserError(f"--seed must be between 0 and {SEED_MAX}; got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -204,8 +211,14 @@ class Translator:
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise UserError(f"unknown generation option {unknown[0]}; allowed: {', '.join(sorted(fields))}")
-        if sampling is not None and "beam_size" not in overrides:
-            # sampling has no beam; n_best counts samples, so the n_best <= beam_size check must not bite
+        if sampling is not None:
+            beam_size = overrides.pop("beam_size", 1)
+            if beam_size != 1:
+                raise UserError(
+                    f"--beam-size {beam_size} contradicts --sampling: sampling has no beam (it draws "
+                    "--n-best samples per line); drop one of them"
+                )
+            # n_best counts samples, so the n_best <= beam_size check must not bite
             overrides["beam_size"] = max(generation.beam_size, overrides.get("n_best", generation.n_best))
         generation = dataclasses.replace(generation, **overrides)  # its checks raise ConfigError
         shortlist = None
@@ -240,6 +253,7 @@ class Translator:
         src_ids = self.tokenizer.encode_src(lines) if lines else []
         forced = self._encode_prefixes(prefixes, len(lines))
         segments = self._segments(src_ids, forced)
+        self._warn_min_len(segments, len(lines))
         results: dict[tuple[int, int], list[Hypothesis]] = {}
         generator = None
         if self.sampling is not None and self.sampling.seed is not None:
@@ -272,6 +286,22 @@ class Translator:
                 segments.append(_Segment(line, chunk, part, offset, forced[line] if chunk == 0 else []))
                 offset += len(part)
         return segments
+
+    def _warn_min_len(self, segments: list[_Segment], lines: int) -> None:
+        """The maximum length wins over ``min_len`` (see :mod:`seq2seq_lstm.search`): say so when it does."""
+        g = self.generation
+        if not g.min_len or not segments:
+            return
+        limits = max_lengths(torch.tensor([len(s.ids) for s in segments]), g.max_len_a, g.max_len_b)
+        short = {s.line for s, limit in zip(segments, limits.tolist(), strict=True)
+                 if max(limit, len(s.prefix)) < g.min_len}  # fmt: skip
+        if short:
+            logger.warning(
+                "min_len %d is above the maximum length floor(%g * source pieces + %g) of %d of %d lines: "
+                "the maximum wins, so they run to it with EOS banned (their end may be filler); lower "
+                "--min-len or raise --max-len-a/--max-len-b",
+                g.min_len, g.max_len_a, g.max_len_b, len(short), lines,
+            )  # fmt: skip
 
     def _batches(self, segments: list[_Segment]) -> Iterator[list[_Segment]]:
         """Longest first, each batch within the token budget (max length x sentences, padding included)."""

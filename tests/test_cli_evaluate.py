@@ -296,3 +296,58 @@ def test_a_full_disk_is_one_line_not_a_traceback(tmp_path):
     assert done.stderr.strip().splitlines() == [
         "Error: cannot read or write: No space left on device; free some space"
     ]
+
+
+def test_a_smoothing_value_sacrebleu_cannot_take_is_refused(corpus):
+    # sacreBLEU's CLI takes any float: -5 with add-k stops it with "math domain error", nan scores nothing
+    for value in ["-5", "nan", "inf"]:
+        assert s2s_error("bleu", "hyp.txt", "ref1.txt", "-s", "add-k", "-sv", value) == (
+            2,
+            f"Error: Invalid value for '--smooth-value' / '-sv': {float(value)} is not a finite number >= 0.",
+        )
+    sacre = sacrebleu_cli(
+        corpus, "ref1.txt", "-i", "hyp.txt", "-m", "bleu", "-s", "add-k", "-sv", "0.5", "-f", "text"
+    )
+    assert s2s("bleu", "hyp.txt", "ref1.txt", "-s", "add-k", "-sv", "0.5") == sacre
+
+
+def test_both_significance_tests_at_once_are_refused(corpus):
+    # sacreBLEU refuses the pair too; before, --paired-ar silently won
+    assert s2s_error(
+        "evaluate", "hyp.txt", "ref1.txt", "--baseline", "base.txt", "--paired-bs", "--paired-ar"
+    ) == (
+        1,
+        "Error: --paired-bs and --paired-ar are two different tests; pass one of them",
+    )
+
+
+@pytest.mark.parametrize(
+    "args, option, top",
+    [
+        (["--paired-bs-n", "100001"], "'--paired-bs-n'", "100000"),
+        (["--paired-ar", "--paired-ar-n", "100001"], "'--paired-ar-n'", "100000"),
+        (["-m", "chrf", "--chrf-char-order", "101"], "'--chrf-char-order' / '-cc'", "100"),
+        (["-m", "chrf", "--chrf-word-order", "100000000"], "'--chrf-word-order' / '-cw'", "100"),
+    ],
+)
+def test_counts_are_bounded(corpus, args, option, top):
+    code, line = s2s_error("evaluate", "hyp.txt", "ref1.txt", "--baseline", "base.txt", *args)
+    assert code == 2
+    assert line.startswith(f"Error: Invalid value for {option}: ") and line.endswith(f"<=x<={top}.")
+
+
+def test_a_significance_test_too_big_for_memory_stops_before_it_starts(corpus, monkeypatch):
+    # the real limit (4 GiB) is reached by e.g. 100000 resamples of 5000 sentences; a 1 MiB limit shows
+    # the same refusal on 6 sentences without allocating anything
+    monkeypatch.setattr(ev, "PAIRED_MEMORY_LIMIT", 2**20)
+    assert s2s_error("evaluate", "hyp.txt", "ref1.txt", "--baseline", "base.txt", "-m", "chrf") == (
+        1,
+        "Error: --paired-bs-n 1000 on 6 sentences would take about 2 MiB of memory (the limit is 1 MiB); "
+        "give at most 529 resamples",
+    )
+
+
+def test_the_cli_repeats_the_library_bounds():
+    from seq2seq_lstm.cli import evaluate as cli_evaluate
+
+    assert (cli_evaluate.MAX_PAIRED_N, cli_evaluate.MAX_CHRF_ORDER) == (ev.MAX_PAIRED_N, ev.MAX_CHRF_ORDER)

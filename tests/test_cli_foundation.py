@@ -222,7 +222,9 @@ def test_config_unknown_key_and_wrong_type(tmp_path, config):
         f"{bad}: tokenizer.vocab_size must be int; got 'lots' (str)",
     )
     result = run("tokenizer", "train", "--config", config, "--character-coverage", 0.5)
-    fails_with(result, f"{config}: tokenizer.character_coverage must be >= 0.9 and <= 1.0; got 0.5")
+    fails_with(
+        result, "--character-coverage 0.5: tokenizer.character_coverage must be >= 0.9 and <= 1.0; got 0.5"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -250,3 +252,55 @@ def test_vocab_size_too_large(tmp_path, config):
     maximum = int(line.split("at most ")[1].split()[0])
     assert line.endswith(f"at most {maximum} pieces from it; lower tokenizer.vocab_size to {maximum} or less")
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------ closed standard streams
+
+
+def s2s_redirected(redirect: str, *args, stdin=None) -> subprocess.CompletedProcess:
+    """`python -m seq2seq_lstm ARGS` with a shell redirection such as `<&-` (stdin closed) or `>&-`."""
+    return subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", sys.executable, "-m", "seq2seq_lstm", *map(str, args)],
+        stdin=stdin, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def hyp_ref(tmp_path):
+    hyp, ref = tmp_path / "hyp.txt", tmp_path / "ref.txt"
+    hyp.write_text("the cat sat on the mat\na dog barks\n", encoding="utf-8")
+    ref.write_text("the cat sat on a mat\nthe dog barks\n", encoding="utf-8")
+    return hyp, ref
+
+
+def test_closed_stdin_is_one_line(hyp_ref):
+    done = s2s_redirected("<&-", "bleu", "-", hyp_ref[1])  # was a traceback: None has no attribute 'buffer'
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("Error: standard input is closed, so there is nothing to read; give the input as")
+    done = s2s_redirected("<&-", "bleu", *hyp_ref)  # a command that does not read stdin runs as before
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("BLEU|nrefs:1|") and done.stderr == ""
+
+
+def test_closed_stdout_is_one_line_not_a_silently_lost_score(hyp_ref):
+    with open(hyp_ref[0]) as hyp:  # was exit code 0 with the score printed nowhere
+        done = s2s_redirected(">&-", "bleu", "-", hyp_ref[1], stdin=hyp)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("Error: standard output is closed, so the output would be lost; redirect it to")
+
+
+def test_stdout_opened_for_reading_is_one_line(hyp_ref):
+    done = s2s_redirected("1</dev/null", "bleu", *hyp_ref)  # was a traceback: OSError [Errno 9]
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        "Error: cannot use standard output: Bad file descriptor; open standard input for reading and "
+        "standard output for writing, or pass files"
+    ]
+
+
+def test_closed_stderr_keeps_error_messages_out_of_the_output(hyp_ref, tmp_path):
+    done = s2s_redirected("2>&-", "bleu", tmp_path / "nope.txt", hyp_ref[1])
+    assert done.returncode == 1
+    assert done.stdout == ""  # click printed "Error: ..." to stdout, among the results, with stderr closed

@@ -1,5 +1,7 @@
 """seq2seq_lstm.evaluate: scores equal sacrebleu's API and its published values; reading and ranking."""
 
+import math
+
 import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
@@ -220,3 +222,48 @@ def test_options_check_names():
         ev.ScoreOptions(metrics=("meteor",))
     with pytest.raises(UserError, match="`tokenize` is 'moses'"):
         ev.ScoreOptions(tokenize="moses")
+
+
+def test_options_refuse_a_smoothing_value_sacrebleu_cannot_take():
+    for value in (-5.0, math.nan, math.inf):
+        with pytest.raises(UserError, match=r"^`smooth_value` is .*; give a finite number >= 0$"):
+            ev.ScoreOptions(smooth_method="add-k", smooth_value=value)
+    assert ev.ScoreOptions(smooth_method="floor", smooth_value=0.0).smooth_value == 0.0
+    # why: add-k adds the value to each order's matches and totals, and a negative precision has no
+    # logarithm (sacreBLEU's own CLI takes any float and stops with this traceback)
+    with pytest.raises(ValueError, match="math domain error"):
+        BLEU(smooth_method="add-k", smooth_value=-5).corpus_score(
+            ["a b c d e f g h i j"], [["a b c x x x x x"]]
+        )
+
+
+def test_options_bound_the_chrf_orders():
+    assert ev.ScoreOptions(chrf_char_order=ev.MAX_CHRF_ORDER, chrf_word_order=ev.MAX_CHRF_ORDER)
+    for kw in (
+        {"chrf_char_order": ev.MAX_CHRF_ORDER + 1},
+        {"chrf_word_order": 10**8},
+        {"chrf_char_order": 0},
+    ):
+        with pytest.raises(
+            UserError, match="`chrf_char_order` must be 1 to 100 and `chrf_word_order` 0 to 100"
+        ):
+            ev.ScoreOptions(**kw)
+
+
+def test_paired_test_refuses_counts_and_memory_beyond_its_bounds(monkeypatch):
+    options = ev.ScoreOptions()
+    with pytest.raises(UserError, match=r"^--paired-bs-n is 100001; give 1 to 100000 resamples$"):
+        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 100_001)
+    with pytest.raises(UserError, match=r"^--paired-ar-n is 100001; give 1 to 100000 trials$"):
+        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "ar", 100_001)
+    # 10**8 resamples of 10 sentences: sacrebleu's first array alone is 37 GiB of float32 statistics
+    assert ev.paired_memory("bs", 10**8, 10, options) > 37 * 2**30
+    # 1000 resamples of these 6 sentences take about 1.8 MB: under a 1 MiB limit they are refused up front
+    monkeypatch.setattr(ev, "PAIRED_MEMORY_LIMIT", 2**20)
+    with pytest.raises(UserError) as error:
+        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 1000)
+    assert str(error.value) == (
+        "--paired-bs-n 1000 on 6 sentences would take about 2 MiB of memory (the limit is 1 MiB); "
+        "give at most 586 resamples"
+    )
+    assert ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 586).n_samples == 586

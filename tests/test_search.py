@@ -8,6 +8,7 @@ from toy_decoders import BOS, EOS, UNK, RowCounter, ScriptedDecoder, ToyDecoder,
 
 from seq2seq_lstm import search
 from seq2seq_lstm.config import LENGTH_PENALTIES
+from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.search import (
     EnsembleDecoder,
     beam_search,
@@ -512,5 +513,47 @@ def test_bad_arguments_are_refused():
         greedy_search(d, d.start(1), 1, BOS, EOS, 5, prefix=[[A, EOS]])
     with pytest.raises(ValueError, match=r"max_len must be an int or a \(2,\) tensor"):
         greedy_search(d, d.start(2), 2, BOS, EOS, torch.tensor([5, 5, 5]))
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+    with pytest.raises(ValueError, match="temperature must be a finite number between 1e-06 and 1e"):
         sample(d, d.start(1), 1, BOS, EOS, 5, temperature=0.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_refused(bad):
+    """NaN passes every comparison, so `temperature <= 0` let it through: torch.multinomial then failed
+    with a traceback, and a NaN alpha made every score NaN. Each is a UserError naming the argument."""
+    d = ScriptedDecoder(TABLE_A)
+    lens = torch.tensor([3, 4])
+    with pytest.raises(UserError, match=r"^max_len_a must be a finite number >= 0; got"):
+        max_lengths(lens, bad, 10)
+    with pytest.raises(UserError, match=r"^max_len_b must be a finite number >= 0; got"):
+        max_lengths(lens, 1.5, bad)
+    with pytest.raises(UserError, match=r"^alpha must be a finite number between 0 and 10; got"):
+        beam_search(d, d.start(1), 1, BOS, EOS, 5, beam_size=2, length_penalty="gnmt", alpha=bad)
+    with pytest.raises(UserError, match=r"^alpha must be a finite number between 0 and 10; got"):
+        greedy_search(d, d.start(1), 1, BOS, EOS, 5, length_penalty="gnmt", alpha=bad)
+    with pytest.raises(UserError, match=r"^temperature must be a finite number between 1e-06 and 1e\+06"):
+        sample(d, d.start(1), 1, BOS, EOS, 5, temperature=bad)
+    with pytest.raises(ValueError, match="top_p in"):
+        sample(d, d.start(1), 1, BOS, EOS, 5, top_p=bad)
+
+
+def test_extreme_finite_values_are_refused_or_bounded():
+    """Values that used to end in a traceback: a temperature whose scaled float32 log-probs all became
+    -inf or NaN, an alpha whose penalty overflowed, a max_len_a whose a*S+b overflowed int64 (into a
+    negative max_len); a top_k above the vocabulary keeps every piece."""
+    d = ScriptedDecoder(TABLE_A)
+    for temperature in (1e-38, 1e39):
+        with pytest.raises(UserError, match="temperature must be a finite number"):
+            sample(d, d.start(1), 1, BOS, EOS, 5, temperature=temperature)
+    with pytest.raises(UserError, match=r"alpha must be a finite number between 0 and 10; got 1e\+300"):
+        beam_search(d, d.start(1), 1, BOS, EOS, 5, beam_size=2, length_penalty="gnmt", alpha=1e300)
+    with pytest.raises(UserError, match="max_len_a must be a finite number >= 0; got -0.5"):
+        max_lengths(torch.tensor([3]), -0.5, 10)
+    assert max_lengths(torch.tensor([3, 4]), 1e300, 10).tolist() == [search.MAX_LEN] * 2
+    assert max_lengths(torch.tensor([3, 4]), 1.5, 10).tolist() == [14, 16]  # unchanged below the cap
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    assert torch.equal(filter_logits(logits, top_k=100_000), logits)
+    # the bounds themselves still sample, and stay finite
+    for temperature in (search.TEMPERATURE_MIN, search.TEMPERATURE_MAX):
+        (h,) = sample(d, d.start(1), 1, BOS, EOS, 5, temperature=temperature)[0]
+        assert math.isfinite(h.score)

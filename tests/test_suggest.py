@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -715,6 +716,28 @@ def test_evaluation_metrics_by_hand():
     assert "keystroke_savings" in report.format_table() and report.to_dict()["words"] == 6
 
 
+def test_evaluation_refuses_text_without_words_and_bootstrap_beyond_its_bounds(monkeypatch):
+    from seq2seq_lstm import suggest_eval
+    from seq2seq_lstm.errors import UserError
+
+    # before: a table of zeros (keystroke savings 100%, perplexity 1) for nothing scored
+    for sentences in ([], ["", "   "], ["...", "!?"]):
+        with pytest.raises(UserError, match="^there are no words to score: every sentence is empty or only"):
+            evaluate_suggestions(ScriptedPredictor(), sentences)
+    for bootstrap in (-1, 100_001):
+        with pytest.raises(UserError, match=f"^--bootstrap is {bootstrap}; give 0 to 100000 resamples$"):
+            evaluate_suggestions(ScriptedPredictor(), ["I like tea."], bootstrap=bootstrap)
+    # every resample is held at once (16 bytes per resample and sentence): over the limit, refused up front
+    monkeypatch.setattr(suggest_eval, "BOOTSTRAP_MEMORY_LIMIT", 2**20)
+    with pytest.raises(UserError) as error:
+        evaluate_suggestions(ScriptedPredictor(), ["I like tea."] * 100, bootstrap=1000)
+    assert str(error.value) == (
+        "--bootstrap 1000 on 100 sentences would take about 2 MiB of memory (the limit is 1 MiB); "
+        "give at most 655 resamples"
+    )
+    assert evaluate_suggestions(ScriptedPredictor(), ["I like tea."] * 100, bootstrap=655).sentences == 100
+
+
 def test_evaluation_of_the_trained_model(trained):
     report = evaluate_suggestions(trained, SENTENCES[:5], bootstrap=100)
     m = {name: metric.value for name, metric in report.metrics.items()}
@@ -836,3 +859,51 @@ def test_cli_suggest_missing_checkpoint(tmp_path):
         result.output
         == f"Error: model {missing} does not exist; pass a run directory written by `s2s train`\n"
     )
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n", "...\n!?\n"])
+def test_cli_suggest_eval_refuses_a_file_without_words(cli_suggester, tmp_path, text):
+    test = tmp_path / "test.txt"
+    test.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli_suggester, ["suggest-eval", "-c", "run", str(test)])
+    assert result.exit_code == 1, result.output  # was 0, with a table of zeros
+    assert result.output.strip() == (
+        f"Error: {test} has no words to score (an empty file, blank lines or only punctuation); "
+        "give one sentence a line"
+    )
+    test.write_text("\n\n" + "\n".join(SENTENCES[:3]) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli_suggester, ["suggest-eval", "-c", "run", str(test), "--max-sentences", "2"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: the first 2 lines of {test} have no words; raise --max-sentences"
+
+
+def test_cli_suggest_eval_bounds_the_bootstrap(cli_suggester, tmp_path):
+    from seq2seq_lstm import suggest_eval
+    from seq2seq_lstm.cli import suggest as cli_suggest
+
+    test = tmp_path / "test.txt"
+    test.write_text(SENTENCES[0] + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        cli_suggester, ["suggest-eval", "-c", "run", str(test), "--bootstrap", "100001"]
+    )
+    assert result.exit_code == 2  # was accepted: 10**8 ran for minutes
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: Invalid value for '--bootstrap': 100001 is not in the range 0<=x<=100000."
+    )
+    assert cli_suggest.MAX_BOOTSTRAP == suggest_eval.MAX_BOOTSTRAP
+
+
+def test_cli_suggest_eval_writes_its_report_with_stdout_closed(cli_suggester, tmp_path, monkeypatch):
+    import click
+
+    test = tmp_path / "test.txt"
+    test.write_text(SENTENCES[0] + "\n", encoding="utf-8")
+    out = tmp_path / "report.json"
+    monkeypatch.setattr(sys, "stdout", None)  # what Python sets when the process starts with `>&-`
+    args = ["suggest-eval", "-c", "run", str(test), "--bootstrap", "10"]
+    cli_suggester.main([*args, "-o", str(out)], standalone_mode=False)
+    assert json.loads(out.read_text())["sentences"] == 1  # the report is in the file: nothing was lost
+    with pytest.raises(click.ClickException, match="^standard output is closed"):  # was: printed nowhere
+        cli_suggester.main(args, standalone_mode=False)

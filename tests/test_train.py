@@ -183,6 +183,117 @@ def test_every_shipped_config_loads(path):
     assert load_config(path).task in ("translation", "lm")  # unknown or misspelt keys would raise
 
 
+MALFORMED = (
+    "malformed override; write KEY=VALUE with a non-empty dotted key, e.g. --set model.hidden_size=256"
+)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        # torch's "Invalid learning rate" traceback, after the tokenizer was trained into the run directory
+        ("--set", "training.lr=.nan", "training.lr must be a finite number > 0.0; got nan"),
+        ("--set", "training.lr=.inf", "training.lr must be a finite number > 0.0; got inf"),
+        # Lightning's MisconfigurationException traceback
+        ("--max-steps", "-5", "training.max_steps must be -1 (no limit) or >= 1; got -5"),
+        # "checkpoint .../last.ckpt does not exist", after training nothing
+        ("--max-steps", "0", "training.max_steps must be -1 (no limit) or >= 1; got 0"),
+        ("--set", "training.max_epochs=0", "training.max_epochs must be -1 (no limit) or >= 1; got 0"),
+        ("--set", "training.clip_norm=.inf", "training.clip_norm must be a finite number >= 0.0; got inf"),
+        ("--set", "training.label_smoothing=.nan",
+         "training.label_smoothing must be a finite number >= 0.0 and <= 0.5; got nan"),
+        ("--set", "model.dropout=.nan", "model.dropout must be a finite number >= 0.0 and <= 0.9; got nan"),
+        ("--set", "training.betas=[0.9, 1.0]", "training.betas must be >= 0.0 and < 1.0; got 1.0"),
+        ("--set", "training.plateau_factor=1", "training.plateau_factor must be > 0.0 and < 1.0; got 1.0"),
+        ("--set", "training.weight_decay=-0.1", "training.weight_decay must be >= 0.0; got -0.1"),
+        ("--set", "training.seed=-1", "training.seed must be >= 0 and <= 4294967295; got -1"),
+        ("--set", "data.max_ratio=.inf", "data.max_ratio must be a finite number >= 1.0; got inf"),
+        ("--set", "generation.alpha=11", "generation.alpha must be >= 0.0 and <= 10.0; got 11.0"),
+        # these were blamed on the config file
+        ("--set", "model.hidden_size=abc", "model.hidden_size must be int; got 'abc' (str)"),
+        ("--set", "model.hidden_size=", "model.hidden_size must be int; got '' (str)"),
+        ("--set", "data.min_len=70", "data.min_len (70) must be <= data.max_len (60)"),
+        # "unknown key ;"
+        ("--set", "=5", MALFORMED),
+        ("--set", "foo", MALFORMED),
+        ("--set", "model..dropout=0.1", MALFORMED),
+    ],
+)  # fmt: skip
+def test_cli_a_bad_setting_is_one_line_naming_it_before_the_run_directory_is_made(
+    tmp_path, option, value, message
+):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--config", str(TINY), "--out-dir", str(run), option, value])
+    assert result.exit_code == 1, result.output
+    assert result.output == f"Error: {option} {value}: {message}\n"
+    assert not run.exists()
+
+
+def test_a_config_error_is_blamed_on_the_file_or_on_the_overrides_that_cause_it(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("hidden_size: 32", "hidden_size: lots"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{bad}: model\.hidden_size must be int; got 'lots' \(str\)$"):
+        load_config(bad, ["model.dropout=0.1"])  # an unrelated override does not take the blame
+    assert load_config(bad, ["model.hidden_size=16"]).model.hidden_size == 16  # one that fixes the file
+    # both together break the rule; each alone is fine; the file is not to blame
+    with pytest.raises(ConfigError) as e:
+        load_config(TINY, ["data.min_len=50", "data.max_len=40", "model.dropout=0.1"])
+    assert str(e.value) == (
+        "--set data.min_len=50, --set data.max_len=40: data.min_len (50) must be <= data.max_len (40)"
+    )
+    # options that set a key name themselves (labels), --set for the rest
+    with pytest.raises(ConfigError, match=r"^--max-steps 0: training\.max_steps must be"):
+        load_config(TINY, ["training.max_steps=0"], {"training.max_steps=0": "--max-steps 0"})
+
+
+def test_more_cpu_processes_than_cores_are_refused_before_anything_is_written(tmp_path, monkeypatch):
+    # Lightning started 1000 gloo processes on a 2-core machine and hung after "TPU available"
+    from seq2seq_lstm.train import check_cpu_devices, check_trainer_options
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    cfg = tiny_config(tmp_path / "run", "training.devices=1000", "training.accelerator=cpu")
+    message = (
+        "training.devices=1000 asks for 1000 CPU training processes but this machine has 2 CPU cores; "
+        "use --devices 2 or fewer, or train on a GPU (--accelerator gpu)"
+    )
+    with pytest.raises(UserError) as e:
+        check_trainer_options(cfg)
+    assert str(e.value) == message
+    with pytest.raises(UserError, match="1000 CPU training processes"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
+    # as many as the cores and Lightning's own choice (auto) pass; GPU lists (0,1) are Lightning's to judge
+    for devices in ("2", "auto"):
+        check_trainer_options(cfg.replace(training={"devices": devices}))
+    check_cpu_devices(cfg.replace(training={"devices": "0,1"}).training)
+    if not torch.cuda.is_available():  # accelerator auto means the CPU here
+        with pytest.raises(UserError, match="1000 CPU training processes"):
+            check_cpu_devices(cfg.replace(training={"accelerator": "auto"}).training)
+
+
+def test_a_fresh_run_that_fails_takes_away_only_the_directory_it_made(tmp_path):
+    # the length filter leaves nothing: found after config.yaml and tokenizer/ were written
+    empty = ("data.min_len=70", "data.max_len=80")
+    with pytest.raises(UserError, match="no sentences left after the length filter"):
+        train(tiny_config(tmp_path / "new" / "run", *empty))
+    assert not (tmp_path / "new").exists()  # the parent it made too
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no sentences left"):
+        train(tiny_config(tmp_path / "empty", *empty))
+    assert list((tmp_path / "empty").iterdir()) == []
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="no sentences left"):
+        train(tiny_config(tmp_path / "used", *empty))
+    assert (tmp_path / "used" / "notes.txt").read_text() == "mine"  # a directory in use is left alone
+    # a loss that is NaN at the first step trained nothing; one at step 3 leaves logs worth reading
+    for name, step in (("at_once", 0), ("later", 2)):
+        with pytest.raises(UserError, match="no checkpoint was saved before it"):
+            train(tiny_config(tmp_path / name, "training.val_every_steps=10"), callbacks=[PoisonAt(step)])
+    assert not (tmp_path / "at_once").exists()
+    assert {p.name for p in (tmp_path / "later").iterdir()} == {"config.yaml", "tokenizer", "logs"}
+
+
 class WeightsAtStart(L.Callback):
     """Keeps a copy of the model's weights as training starts (after any initialisation)."""
 
@@ -340,11 +451,11 @@ def test_cli_device_options_lightning_refuses_are_one_line_before_anything_is_wr
 
 
 def test_cli_nan_loss_is_one_line_and_exit_1(tmp_path):
-    # an infinite learning rate turns the weights into inf and NaN after the first step
+    # a learning rate beyond float32 turns the weights into inf and NaN after the first step
     data = [f"--set=data.{s}={ROOT / 'tests/fixtures/tiny' / s}" for s in ("train", "valid", "test")]
     result = CliRunner().invoke(
         main, ["train", "--config", str(TINY), *data, "--out-dir", str(tmp_path / "run"),
-               "--set", "training.lr=.inf", "--set", "training.clip_norm=0"],
+               "--set", "training.lr=1e300", "--set", "training.clip_norm=0"],
     )  # fmt: skip
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]

@@ -8,10 +8,15 @@ recurrence turns chaotic and float32 rounding differences between batch shapes (
 trained on the fixture corpus. Building the run takes well under a second.
 """
 
+import importlib
 import json
+import logging
+import math
 import random
 import resource
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +26,7 @@ from click.testing import CliRunner
 from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config, save_config
+from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.model import Seq2Seq
 from seq2seq_lstm.search import LENGTH_PENALTIES, beam_search
 from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID, Tokenizer
@@ -368,6 +374,115 @@ def test_cli_bad_input_leaves_an_existing_output_untouched(run_dir, tmp_path):
     assert line == "Error: --temperature, --top-k, --top-p and --seed need --sampling"
     line = one_error_line(invoke("translate", "-c", run_dir, "--beam-size", 2, "--n-best", 3, input="x\n"))
     assert line == "Error: generation.n_best must be smaller than or equal to generation.beam_size; got 3 > 2"
+
+
+def usage_error(result) -> str:
+    """click's own refusal of an option value: exit code 2 and a usage block whose last line says why."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    return result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("option", ["--temperature", "--top-p", "--alpha", "--max-len-a"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_cli_nan_and_infinity_are_refused(run_dir, option, value):
+    # before: --temperature nan|inf and --max-len-a nan|inf ended in tracebacks, --alpha nan|inf gave
+    # NaN (or all-zero) scores with exit code 0, --top-p nan reached the library's check
+    result = invoke("translate", "-c", run_dir, "--sampling", option, value, input="x\n")
+    assert usage_error(result).startswith(f"Error: Invalid value for '{option}': ")
+    if value == "nan":
+        assert usage_error(result) == f"Error: Invalid value for '{option}': 'nan' is not a finite number."
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64])
+def test_cli_seed_outside_64_bits_is_refused(run_dir, seed):
+    # before: 2**64 was torch's "Overflow when unpacking long long" traceback
+    result = invoke("translate", "-c", run_dir, "--sampling", "--seed", seed, input="x\n")
+    assert usage_error(result).startswith("Error: Invalid value for '--seed': ")
+
+
+def test_library_refuses_nan_infinity_and_values_that_break_the_search(run_dir):
+    for bad in (math.nan, math.inf):
+        with pytest.raises(
+            UserError, match=r"^--temperature must be a finite number between 1e-06 and 1e\+06"
+        ):
+            Sampling(temperature=bad)
+        with pytest.raises(UserError, match=r"^--top-p must be a finite number in \(0, 1\]"):
+            Sampling(top_p=bad)
+        with pytest.raises(UserError, match=r"^generation\.alpha.* must be a finite number"):
+            Translator.from_checkpoint(run_dir, alpha=bad)
+        with pytest.raises(UserError, match=r"^generation\.max_len_a.* must be a finite number"):
+            Translator.from_checkpoint(run_dir, max_len_a=bad)
+    with pytest.raises(UserError, match=r"^--temperature must be a finite number .*; got 1e-38$"):
+        Sampling(temperature=1e-38)  # every scaled log-prob became -inf: torch.multinomial failed
+    with pytest.raises(UserError, match=r"^--seed must be between 0 and 18446744073709551615; got -1$"):
+        Sampling(seed=-1)
+    with pytest.raises(UserError, match=r"^generation\.alpha must be >= 0\.0 and <= 10\.0; got 11\.0$"):
+        Translator.from_checkpoint(run_dir, alpha=11.0)  # ((5 + |Y|) / 6) ** alpha overflows on long outputs
+
+
+def test_cli_sampling_with_a_beam_is_one_clear_line(run_dir, lines):
+    # before: the beam size was silently ignored
+    line = one_error_line(invoke("translate", "-c", run_dir, "--sampling", "-b", 4, input="x\n"))
+    assert line == (
+        "Error: --beam-size 4 contradicts --sampling: sampling has no beam (it draws --n-best samples per "
+        "line); drop one of them"
+    )
+    # -b 1 is no beam: allowed, with any --n-best (before: "n_best must be smaller than ... beam_size")
+    result = invoke("translate", "-c", run_dir, "--sampling", "-b", 1, "--n-best", 2, "--seed", 1,
+                    input=f"{lines[0]}\n")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert [row.split(" ||| ")[0] for row in result.output.splitlines()] == ["0", "0"]
+
+
+def test_cli_prefix_tab_line_without_a_tab_is_one_clear_line(run_dir, lines, tmp_path, monkeypatch):
+    # before: such a line was translated with no prefix, silently
+    monkeypatch.setattr(importlib.import_module("seq2seq_lstm.cli.translate"), "BLOCK_LINES", 2)
+    source = tmp_path / "src.txt"
+    source.write_text(f"{lines[0]}\tEl gato\n\n{lines[1]}\t\n{lines[2]}\n", encoding="utf-8")
+    out = tmp_path / "hyp.txt"
+    line = one_error_line(invoke("translate", "-c", run_dir, "-i", source, "-o", out, "--prefix-tab"))
+    assert line == (
+        f"Error: {source} line 4: no tab; --prefix-tab expects SOURCE<TAB>PREFIX (SOURCE<TAB> for no prefix)"
+    )  # the line number counts from the start of the file, not of the block
+    assert not out.exists() and not list(tmp_path.glob(".hyp.txt.*"))
+    line = one_error_line(invoke("translate", "-c", run_dir, "--prefix-tab", input="x\ty\nno tab\n"))
+    assert line.startswith("Error: stdin line 2: no tab; ")
+    # an empty line stays an empty translation; SOURCE<TAB> is a line without a prefix
+    source.write_text(f"{lines[0]}\tEl gato\n\n{lines[1]}\t\n", encoding="utf-8")
+    result = invoke("translate", "-c", run_dir, "-i", source, "--prefix-tab", "-b", 3)
+    assert result.exit_code == 0, result.output
+    expected = Translator.from_checkpoint(run_dir, beam_size=3).translate(
+        [lines[0], "", lines[1]], prefixes=["El gato", None, None]
+    )
+    assert result.output.split("\n") == [*expected, ""]
+
+
+def test_min_len_above_the_maximum_length_is_cut_there_with_a_warning(run_dir, lines, caplog):
+    """The maximum wins (as in OpenNMT-py), and the user is told: before, such lines were silently filled
+    up to the maximum with whatever the model predicts while EOS is banned."""
+    tr = Translator.from_checkpoint(run_dir, beam_size=3, min_len=50, max_len_a=0.0, max_len_b=4)
+    with caplog.at_level(logging.WARNING, logger="seq2seq_lstm"):
+        results = tr.translate_full([*lines[:3], ""], attention=False)
+    assert [len(hyps[0].tokens) for hyps in results] == [4, 4, 4, 0]
+    assert [r.getMessage() for r in caplog.records] == [
+        "min_len 50 is above the maximum length floor(0 * source pieces + 4) of 3 of 4 lines: the maximum "
+        "wins, so they run to it with EOS banned (their end may be filler); lower --min-len or raise "
+        "--max-len-a/--max-len-b"
+    ]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="seq2seq_lstm"):
+        Translator.from_checkpoint(run_dir, beam_size=3, min_len=3).translate(lines[:3])  # fits: no warning
+    assert not caplog.records
+    # the command line shows it on stderr (no logging set up there: Python's last-resort handler)
+    cmd = [sys.executable, "-m", "seq2seq_lstm", "translate", "-c", str(run_dir), "--min-len", "50",
+           "--max-len-a", "0", "--max-len-b", "4"]  # fmt: skip
+    done = subprocess.run(cmd, input=f"{lines[0]}\n", capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(
+        "min_len 50 is above the maximum length floor(0 * source pieces + 4) of 1 of 1 lines"
+    )
+    assert len(done.stdout.splitlines()) == 1
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])

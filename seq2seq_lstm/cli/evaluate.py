@@ -8,8 +8,13 @@ so ``s2s --help`` stays fast.
 from __future__ import annotations
 
 import json
+import math
 
 import click
+
+# the library's bounds (seq2seq_lstm.evaluate), repeated here so that --help need not import sacrebleu
+MAX_PAIRED_N = 100_000
+MAX_CHRF_ORDER = 100
 
 
 class LazyChoice(click.Choice):
@@ -48,6 +53,14 @@ def _parse_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tu
     return names
 
 
+def _smooth_value(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # floor and add-k add the value to n-gram counts: a negative count has no logarithm (sacreBLEU stops
+    # with "math domain error"), and nan or inf give no score
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value} is not a finite number >= 0.")
+    return value
+
+
 def bleu_options(f):
     """BLEU's options (sacreBLEU's names), shared by ``evaluate`` and ``bleu``."""
     f = click.option(
@@ -63,7 +76,8 @@ def bleu_options(f):
         "-sv",
         type=float,
         default=None,
-        help="BLEU smoothing value for floor (default 0.1) and add-k (default 1).",
+        callback=_smooth_value,
+        help="BLEU smoothing value (>= 0) for floor (default 0.1) and add-k (default 1).",
     )(f)
     f = click.option(
         "--smooth-method",
@@ -105,7 +119,7 @@ def _options(metrics: tuple[str, ...], kw: dict):
 @click.option(
     "--chrf-char-order",
     "-cc",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CHRF_ORDER),
     default=6,
     show_default=True,
     help="chrF character n-gram order.",
@@ -113,7 +127,7 @@ def _options(metrics: tuple[str, ...], kw: dict):
 @click.option(
     "--chrf-word-order",
     "-cw",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_CHRF_ORDER),
     default=0,
     show_default=True,
     help="chrF word n-gram order; 2 gives chrF++.",
@@ -149,22 +163,20 @@ def _options(metrics: tuple[str, ...], kw: dict):
 )
 @click.option(
     "--paired-bs",
-    "paired",
-    flag_value="bs",
-    default=True,
+    is_flag=True,
     help="Significance by paired bootstrap resampling, with 95% CIs (default).",
 )
-@click.option("--paired-ar", "paired", flag_value="ar", help="Significance by approximate randomization.")
+@click.option("--paired-ar", is_flag=True, help="Significance by approximate randomization.")
 @click.option(
     "--paired-bs-n",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PAIRED_N),
     default=1000,
     show_default=True,
-    help="Bootstrap resamples for --paired-bs.",
+    help="Bootstrap resamples for --paired-bs (memory grows with resamples x sentences).",
 )
 @click.option(
     "--paired-ar-n",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_PAIRED_N),
     default=10000,
     show_default=True,
     help="Trials for --paired-ar.",
@@ -196,8 +208,8 @@ def _options(metrics: tuple[str, ...], kw: dict):
     metavar="DIR",
     help="Translate --source with this trained model and score the translation (no HYP then).",
 )
-def evaluate(files, metrics, fmt, baselines, paired, paired_bs_n, paired_ar_n, seed, worst, source_path,
-             checkpoint, sentence_level, width, **metric_kw) -> None:  # fmt: skip
+def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, paired_ar_n, seed, worst,
+             source_path, checkpoint, sentence_level, width, **metric_kw) -> None:  # fmt: skip
     """Score HYP against one or more REF files with sacreBLEU, printing each score with its signature.
 
     HYP may be - to read standard input. With --checkpoint DIR --source SRC give only REF files:
@@ -206,6 +218,9 @@ def evaluate(files, metrics, fmt, baselines, paired, paired_bs_n, paired_ar_n, s
     from .. import evaluate as ev
     from ..errors import UserError
 
+    if paired_bs and paired_ar:
+        raise UserError("--paired-bs and --paired-ar are two different tests; pass one of them")
+    paired = "ar" if paired_ar else "bs"
     options = _options(metrics, metric_kw)
     if checkpoint is not None:
         if source_path is None:

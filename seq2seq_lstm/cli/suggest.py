@@ -10,6 +10,7 @@ import click
 from ..config import DTYPES  # torch-free (quantize imports torch)
 
 FORMATS = ("text", "json")
+MAX_BOOTSTRAP = 100_000  # suggest_eval.MAX_BOOTSTRAP, repeated so that --help need not import torch
 DTYPE_OPTION = click.option(
     "--dtype",
     type=click.Choice(DTYPES),
@@ -139,7 +140,7 @@ def suggest(
 )
 @click.option(
     "--bootstrap",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_BOOTSTRAP),
     default=1000,
     show_default=True,
     help="Bootstrap resamples for the 95% confidence intervals (0 = none).",
@@ -178,11 +179,17 @@ def suggest_eval(
 
     from ..config import atomic_write_text
     from ..errors import UserError
-    from ..suggest import Suggester
+    from ..suggest import Suggester, word_spans
     from ..suggest_eval import evaluate_suggestions
+    from . import stdout_is_closed
 
     torch.set_num_threads(1)
     sentences = _read_lines(file)
+    if not any(word_spans(line) for line in sentences):
+        raise UserError(
+            f"{file} has no words to score (an empty file, blank lines or only punctuation); "
+            "give one sentence a line"
+        )
     source_lines = _read_lines(sources) if sources else None
     if source_lines is not None and len(source_lines) != len(sentences):
         raise UserError(
@@ -192,11 +199,15 @@ def suggest_eval(
     if max_sentences:
         sentences = sentences[:max_sentences]
         source_lines = source_lines[:max_sentences] if source_lines is not None else None
+        if not any(word_spans(line) for line in sentences):
+            raise UserError(f"the first {max_sentences} lines of {file} have no words; raise --max-sentences")
     suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
     report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
     data = report.to_dict() | {"checkpoints": list(checkpoints), "file": file}
     if output:
         atomic_write_text(output, json.dumps(data, indent=2) + "\n")
+        if stdout_is_closed():
+            return  # the report is in the file; the table has nowhere to go and is not missed
     click.echo(json.dumps(data, indent=2) if fmt == "json" else report.format_table())
 
 

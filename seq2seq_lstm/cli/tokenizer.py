@@ -104,13 +104,15 @@ def train(
         "joint": joint,
         "byte_fallback": byte_fallback,
     }
-    # direct options go through the config's own checks, so errors read the same either way
-    sets = list(overrides) + [
-        f"tokenizer.{k}={str(v).lower() if isinstance(v, bool) else v}"
-        for k, v in direct.items()
-        if v is not None
-    ]
-    cfg = load_config(config_path, sets)
+    flags = {"joint": ("--joint", "--separate"), "byte_fallback": ("--byte-fallback", "--no-byte-fallback")}
+    # direct options go through the config's own checks, and an error names the option as typed
+    sets, labels = list(overrides), {}
+    for k, v in direct.items():
+        if v is None:
+            continue
+        sets.append(f"tokenizer.{k}={str(v).lower() if isinstance(v, bool) else v}")
+        labels[sets[-1]] = flags[k][not v] if k in flags else f"--{k.replace('_', '-')} {v}"
+    cfg = load_config(config_path, sets, labels)
     out = out or Path(cfg.training.out_dir) / "tokenizer"
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory")

@@ -91,11 +91,13 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
         if not Path(config_path).is_file():
             raise UserError(f"{config_path} does not exist; pass --config FILE")
     sets = list(overrides)
+    labels = {}  # so that an error names the option given (--max-steps 0), not the key it sets
     for option, key in DEVICE_OPTIONS.items():
         value = device_options.get(option)
         if value is not None:
             sets.append(f"training.{key}={value}")
-    cfg = load_config(config_path, sets)
+            labels[sets[-1]] = f"--{option.replace('_', '-')} {value}"
+    cfg = load_config(config_path, sets, labels)
     # our lines (a validation's BLEU) go through tqdm.write, which lifts the progress bars and puts them
     # back below the line; a plain handler wrote into the middle of the validation bar
     with logging_redirect_tqdm(loggers=[log]):

@@ -8,6 +8,7 @@ is served line by line, each translation printed (and flushed) as soon as the li
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,17 @@ GENERATION_OPTIONS = (
     "beam_size", "n_best", "length_penalty", "alpha", "min_len", "max_len_a", "max_len_b", "no_repeat_ngram",
     "ban_unk", "batch_tokens", "max_input_len", "shortlist",
 )  # fmt: skip
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses nan and +-inf: NaN passes every range comparison, and
+    no decoding option means anything at infinity (they ended in tracebacks or NaN scores)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _dtypes() -> tuple[str, ...]:
@@ -67,7 +79,12 @@ def _length_penalties() -> tuple[str, ...]:
     type=click.Path(dir_okay=False, allow_dash=True),
     help="Where translations go; a file is written atomically (whole or not at all). - is stdout.",
 )
-@click.option("--beam-size", "-b", type=click.IntRange(1), help="Beam width; 1 = greedy search.")
+@click.option(
+    "--beam-size",
+    "-b",
+    type=click.IntRange(1),
+    help="Beam width; 1 = greedy search (no beam with --sampling).",
+)
 @click.option(
     "--n-best",
     type=click.IntRange(1),
@@ -76,10 +93,14 @@ def _length_penalties() -> tuple[str, ...]:
 @click.option(
     "--length-penalty", type=LazyChoice(_length_penalties), help="none, gnmt ((5+|Y|)/6)^alpha or average."
 )
-@click.option("--alpha", type=click.FloatRange(0.0), help="GNMT length-penalty exponent.")
-@click.option("--min-len", type=click.IntRange(0), help="Minimum target pieces before EOS.")
+@click.option("--alpha", type=FiniteFloatRange(0.0), help="GNMT length-penalty exponent (at most 10).")
 @click.option(
-    "--max-len-a", type=click.FloatRange(0.0), help="Maximum target pieces = a * source pieces + b: a."
+    "--min-len",
+    type=click.IntRange(0),
+    help="Minimum target pieces before EOS; the maximum length wins (a warning says when).",
+)
+@click.option(
+    "--max-len-a", type=FiniteFloatRange(0.0), help="Maximum target pieces = a * source pieces + b: a."
 )
 @click.option("--max-len-b", type=click.IntRange(0), help="Maximum target pieces = a * source pieces + b: b.")
 @click.option(
@@ -89,27 +110,34 @@ def _length_penalties() -> tuple[str, ...]:
 @click.option(
     "--sampling", is_flag=True, help="Sample translations instead of searching (see --temperature)."
 )
-@click.option("--temperature", type=float, default=1.0, show_default=True, help="Sampling temperature (> 0).")
+@click.option(
+    "--temperature",
+    type=FiniteFloatRange(0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sampling temperature, 1e-6 to 1e6.",
+)
 @click.option(
     "--top-k",
     type=click.IntRange(0),
     default=0,
     show_default=True,
-    help="Sample among the k best pieces (0 = all).",
+    help="Sample among the k best pieces (0, or k >= the vocabulary size: all).",
 )
 @click.option(
     "--top-p",
-    type=float,
+    type=FiniteFloatRange(0.0, 1.0, min_open=True),
     default=1.0,
     show_default=True,
     help="Nucleus sampling: keep this much probability.",
 )
-@click.option("--seed", type=int, help="Seed for --sampling (reproducible samples).")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), help="Seed for --sampling (reproducible samples).")
 @click.option("--prefix", help="Forced start of every translation (continue what a translator typed).")
 @click.option(
     "--prefix-tab",
     is_flag=True,
-    help="Each input line is SOURCE<TAB>PREFIX: a forced target prefix per line.",
+    help="Each input line is SOURCE<TAB>PREFIX: a forced target prefix per line (a line without a tab "
+    "is an error; SOURCE<TAB> has no prefix).",
 )
 @click.option("--batch-tokens", type=click.IntRange(1), help="Source pieces per batch, padding included.")
 @click.option(
@@ -194,7 +222,7 @@ def translate(
     def work(out: IO[str]) -> None:
         blocks = _read_blocks(input_path, 1 if interactive else BLOCK_LINES)
         for start, lines in blocks:
-            sources, prefixes = _split_prefixes(lines, prefix, prefix_tab)
+            sources, prefixes = _split_prefixes(lines, prefix, prefix_tab, input_path, start)
             results = translator.translate_full(sources, prefixes, attention=want_attention)
             for i, (source, hyps) in enumerate(zip(sources, results, strict=True), start=start):
                 out.write(_format(i, source, hyps, fmt, n_best))
@@ -238,9 +266,22 @@ def _read_blocks(path: str, size: int) -> Iterator[tuple[int, list[str]]]:
             stream.close()
 
 
-def _split_prefixes(lines: list[str], prefix: str | None, prefix_tab: bool) -> tuple[list[str], Any]:
+def _split_prefixes(
+    lines: list[str], prefix: str | None, prefix_tab: bool, path: str, start: int
+) -> tuple[list[str], Any]:
+    """Sources and forced prefixes of a block whose first line is line ``start`` of ``path``. With
+    ``prefix_tab`` every non-empty line must hold a tab (an empty line stays an empty translation)."""
     if prefix_tab:
         parts = [line.split("\t", 1) for line in lines]
+        missing = next((start + i for i, p in enumerate(parts) if len(p) == 1 and p[0]), None)
+        if missing is not None:
+            from ..errors import UserError
+
+            name = "stdin" if path == "-" else path
+            raise UserError(
+                f"{name} line {missing}: no tab; --prefix-tab expects SOURCE<TAB>PREFIX "
+                "(SOURCE<TAB> for no prefix)"
+            )
         return [p[0] for p in parts], [p[1] if len(p) > 1 else None for p in parts]
     return lines, None if prefix is None else [prefix] * len(lines)
 
