@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .shared_weight import SharedLinear, compute_dtype
 
 State = tuple[Tensor, Tensor]  # (h, c), each (B, H)
 LayerStates = tuple[list[Tensor], list[Tensor]]  # ([h_1..h_L], [c_1..c_L])
@@ -172,17 +175,61 @@ class StackedCell(nn.Module):
         self, x: Tensor | None, state: LayerStates, x_gates: Tensor | None = None
     ) -> tuple[Tensor, LayerStates]:
         """x (B, I) or None, x_gates (B, G*H) or None -> (top output (B, H), new state)."""
+        return self._run_layers(x, state, x_gates, lambda layer, x, hc, xg: self.layers[layer](x, hc, xg))
+
+    def _run_layers(
+        self,
+        x: Tensor | None,
+        state: LayerStates,
+        x_gates: Tensor | None,
+        cell_step: Callable[[int, Tensor | None, State, Tensor | None], State],
+    ) -> tuple[Tensor, LayerStates]:
+        """One step up the stack: ``cell_step(layer, x, (h, c), x_gates) -> (h, c)`` for each layer,
+        dropout between layers, ``x_gates`` to the first layer only."""
         hs, cs = state
         new_h, new_c = [], []
-        for layer, cell in enumerate(self.layers):
+        for layer in range(self.num_layers):
             if layer:
                 x = F.dropout(x, self.dropout, self.training)
                 x_gates = None
-            h, c = cell(x, (hs[layer], cs[layer]), x_gates)
+            h, c = cell_step(layer, x, (hs[layer], cs[layer]), x_gates)
             new_h.append(h)
             new_c.append(c)
             x = h
         return x, (new_h, new_c)
+
+    def shared_steps(
+        self, first_input: bool
+    ) -> Callable[[Tensor | None, LayerStates, Tensor | None], tuple[Tensor, LayerStates]]:
+        """``forward`` for the steps of one differentiated loop over time, with each layer's weights
+        shared over the loop (:class:`~seq2seq_lstm.shared_weight.SharedLinear`): per layer and step one
+        product ``[x; h] @ [W_ih, W_hh]^T``, the weights cast once, and one weight-gradient product per
+        layer after the loop instead of one per step. The same equations (``gate_math``); only the
+        rounding differs. ``first_input``: whether the first layer gets an input ``x`` besides its
+        ``x_gates`` (the decoder's input feeding); build a new function for every forward pass.
+        """
+        dtype = compute_dtype(self.layers[0].weight_hh)
+        linears, biases = [], []
+        for layer, cell in enumerate(self.layers):
+            with_x = layer > 0 or first_input
+            weight = torch.cat([cell.weight_ih, cell.weight_hh], 1) if with_x else cell.weight_hh
+            linears.append(SharedLinear(weight, dtype))  # (G*H, I + H) or (G*H, H)
+            biases.append(None if cell.bias is None else cell.bias.to(dtype))
+
+        def cell_step(layer: int, x: Tensor | None, hc: State, x_gates: Tensor | None) -> State:
+            h, c = hc
+            inputs = h if x is None else torch.cat([x.to(dtype), h.to(dtype)], 1)
+            gates = linears[layer](inputs)  # (B, G*H)
+            # precomputed input gates already hold the bias
+            extra = x_gates if x_gates is not None else biases[layer]
+            if extra is not None:
+                gates = gates + extra
+            return self.layers[layer].gate_math(gates, c)
+
+        def step(x: Tensor | None, state: LayerStates, x_gates: Tensor | None = None):
+            return self._run_layers(x, state, x_gates, cell_step)
+
+        return step
 
 
 @functools.cache

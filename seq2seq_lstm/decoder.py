@@ -11,8 +11,10 @@ One step, for layer outputs h_t and memory h_s::
 ``forward()`` (teacher forcing) and ``step()`` (one token, for search) share ``_recur``/``_attend``/
 ``_logits``, so both give the same numbers. ``forward()`` does everything that does not depend on the
 recurrence for all T steps at once: the embedding lookup, the embedding part of the first layer's
-input projection (one GEMM over B*T rows), and the output layer after the loop (one GEMM). Without
-input feeding the standard LSTM runs as one fused ``nn.LSTM`` call and attention is batched over T.
+input projection (one GEMM over B*T rows), and the output layer after the loop (one GEMM). When it will
+be differentiated on the CPU, the loop's weights are shared over the T steps (``_shared_recur``: cast
+once, one weight-gradient product each). Without input feeding the standard LSTM runs as one fused
+``nn.LSTM`` call and attention is batched over T.
 With ``attention=None`` the decoder is a plain LSTM language model (no source, no input feeding).
 """
 
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 
 from .attention import ATTENTIONS
 from .cells import CELLS, LayerStates, StackedCell, run_lstm
+from .shared_weight import SharedLinear, compute_dtype
 from .tokenizer import PAD_ID
 
 
@@ -181,12 +184,16 @@ class Decoder(nn.Module):
             return self.emb_gates(emb) + first.bias
         return first.input_gates(emb)
 
-    def _attend(self, top: Tensor, state: DecoderState) -> tuple[Tensor, Tensor | None]:
-        """Top-layer output (B, H) or (B, T, H) -> attentional vector after dropout, attention weights."""
+    def _attend(
+        self, top: Tensor, state: DecoderState, attn_out: SharedLinear | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Top-layer output (B, H) or (B, T, H) -> attentional vector after dropout, attention weights.
+        ``attn_out``: W_c shared over a differentiated loop (``_shared_recur``) instead of the module."""
         if self.attention is None:
             return F.dropout(top, self.dropout, self.training), None
         context, weights = self.attention(top, state.keys, state.memory, state.mask)
-        out = torch.tanh(self.attn_out(torch.cat([context, top], -1)))  # h~ = tanh(W_c [c; h])
+        w_c = attn_out if attn_out is not None else self.attn_out
+        out = torch.tanh(w_c(torch.cat([context, top], -1)))  # h~ = tanh(W_c [c; h])
         return F.dropout(out, self.dropout, self.training), weights
 
     def _recur(
@@ -196,6 +203,22 @@ class Decoder(nn.Module):
         top, hc = self.rnn(feed, hc, gates)
         out, weights = self._attend(top, state)
         return out, hc, weights
+
+    def _shared_recur(self):
+        """``_recur`` for one teacher-forced loop that will be differentiated: the cells' weights and W_c
+        are shared over the T steps (:mod:`seq2seq_lstm.shared_weight`), so each is cast once and gets
+        one gradient product instead of T. Same equations as ``_recur``."""
+        cells = self.rnn.shared_steps(first_input=self.input_feeding)
+        w_c = None
+        if self.attn_out is not None:
+            w_c = SharedLinear(self.attn_out.weight, compute_dtype(self.attn_out.weight))
+
+        def recur(gates: Tensor, feed: Tensor | None, hc: LayerStates, state: DecoderState):
+            top, hc = cells(feed, hc, gates)
+            out, weights = self._attend(top, state, w_c)
+            return out, hc, weights
+
+        return recur
 
     def _features(self, out: Tensor) -> Tensor:
         """Attentional vectors (..., H) -> the output layer's input (..., E or H)."""
@@ -220,10 +243,15 @@ class Decoder(nn.Module):
         gates = self._input_gates(emb)  # (B, T, G*H): one GEMM for all steps
         hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
         feed, outs = state.feed, []
+        weight = self.rnn.layers[0].weight_hh
+        # the CPU only: measured there (README, Training speed); on a GPU the loop keeps CUDA's fused
+        # LSTM gate kernel (StackedCell.forward), which the shared loop's gate math would replace
+        shared = torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu"
+        recur = self._shared_recur() if shared else self._recur
         # unbind, not gates[:, t]: each slice's backward would write a zero-filled (B, T, G*H) gradient
         # and add them all up (quadratic in T); unbind's backward stacks the T slices once
         for gates_t in gates.unbind(1):
-            out, hc, _ = self._recur(gates_t, feed, hc, state)
+            out, hc, _ = recur(gates_t, feed, hc, state)
             outs.append(out)
             feed = out if self.input_feeding else None
         logits = self._logits(torch.stack(outs, 1))  # (B, T, V): one GEMM for all steps

@@ -4,7 +4,8 @@
 BLEU (decoded sentences scored with sacrebleu); ``LanguageModelSystem`` wraps a
 :class:`~seq2seq_lstm.model.LanguageModel` and picks them by validation perplexity. Both share:
 
-* loss: ``F.cross_entropy(label_smoothing=, ignore_index=PAD)`` summed and divided by the batch's target
+* loss: cross-entropy with label smoothing, padding ignored (:mod:`seq2seq_lstm.loss`: the sums of
+  ``F.cross_entropy(label_smoothing=, ignore_index=PAD)``, faster on the CPU), divided by the batch's target
   tokens (so long and short batches weigh each token alike). Under DDP each process normalizes by its
   own tokens and DDP averages the gradients, which is exactly gradient accumulation over the same
   batches: ``devices=W`` equals ``accumulate=W`` on one process.
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from .checkpoint import CKPT_KEY, save_checkpoint_info
 from .config import Config
 from .errors import UserError
+from .loss import cross_entropy_sums
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -150,13 +152,16 @@ class Seq2SeqSystem(L.LightningModule):
         """Teacher-forced logits (B, T, V) for a batch dict."""
         raise NotImplementedError
 
-    def _token_losses(self, batch: dict[str, Tensor], smoothing: float) -> tuple[Tensor, Tensor, Tensor]:
-        """(summed loss with smoothing, summed NLL or None-like zero, target tokens) of a batch."""
+    def _token_losses(
+        self, batch: dict[str, Tensor], smoothing: float, need_nll: bool = True
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(summed loss with smoothing, summed NLL without it (no gradient; None when not ``need_nll``
+        and it would cost extra), target tokens) of a batch."""
         logits = self(batch)  # (B, T, V)
-        flat, target = logits.flatten(0, 1), batch["tgt_out"].flatten()  # (B*T, V), (B*T,)
-        loss = F.cross_entropy(flat, target, ignore_index=PAD_ID, label_smoothing=smoothing, reduction="sum")
+        target = batch["tgt_out"].flatten()  # (B*T,)
+        loss, nll = cross_entropy_sums(logits.flatten(0, 1), target, smoothing, PAD_ID, need_nll)
         tokens = (target != PAD_ID).sum()
-        return loss, flat, tokens
+        return loss, nll, tokens
 
     # ------------------------------------------------------------------------------------ training
 
@@ -174,7 +179,8 @@ class Seq2SeqSystem(L.LightningModule):
             self._pending_plateau = None
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss_sum, flat, tokens = self._token_losses(batch, self.cfg.training.label_smoothing)
+        smoothing = self.cfg.training.label_smoothing
+        loss_sum, nll, tokens = self._token_losses(batch, smoothing, need_nll=self._is_log_step())
         stats = torch.stack([loss_sum.detach().float(), tokens.float()])
         world = self.trainer.world_size
         if world > 1:
@@ -182,10 +188,10 @@ class Seq2SeqSystem(L.LightningModule):
             stats = self.trainer.strategy.reduce(stats.clone(), reduce_op="sum")
         if not torch.isfinite(stats[0]):
             self._diverged("loss", stats[0].item())
-        self._log_training(batch, flat, stats)
+        self._log_training(batch, nll, stats)
         return loss_sum / tokens.clamp(min=1)
 
-    def _log_training(self, batch: dict[str, Tensor], flat: Tensor, stats: Tensor) -> None:
+    def _log_training(self, batch: dict[str, Tensor], nll: Tensor | None, stats: Tensor) -> None:
         now = time.perf_counter()
         n_tokens = int((batch["tgt_out"] != PAD_ID).sum()) + int(batch.get("src_lens", torch.zeros(1)).sum())
         if self._last_time is not None and now > self._last_time:
@@ -193,13 +199,10 @@ class Seq2SeqSystem(L.LightningModule):
         self._last_time, self._last_tokens = now, n_tokens
         loss = stats[0] / stats[1].clamp(min=1)
         self.log("loss", loss, prog_bar=True, on_step=True, logger=False)
-        if self._is_log_step():
-            # perplexity needs the NLL without smoothing: one extra log-softmax, only when it is logged
-            with torch.no_grad():
-                nll = F.cross_entropy(flat.detach().float(), batch["tgt_out"].flatten(), ignore_index=PAD_ID,
-                                      reduction="sum")  # fmt: skip
-                if self.trainer.world_size > 1:
-                    nll = self.trainer.strategy.reduce(nll, reduce_op="sum")
+        if self._is_log_step() and nll is not None:
+            # perplexity needs the NLL without smoothing (on the CPU the loss computes both in one pass)
+            if self.trainer.world_size > 1:
+                nll = self.trainer.strategy.reduce(nll.clone(), reduce_op="sum")
             per_token = nll / stats[1].clamp(min=1)
             self.log("train_loss", loss, on_step=True)
             self.log("train_ppl", torch.exp(per_token.clamp(max=50)), on_step=True)
