@@ -243,10 +243,15 @@ class Decoder(nn.Module):
         gates = self._input_gates(emb)  # (B, T, G*H): one GEMM for all steps
         hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
         feed, outs = state.feed, []
-        weight = self.rnn.layers[0].weight_hh
+        weight = getattr(self.rnn.layers[0], "weight_hh", None)  # an int8 cell (quantize.py) has none
         # the CPU only: measured there (README, Training speed); on a GPU the loop keeps CUDA's fused
         # LSTM gate kernel (StackedCell.forward), which the shared loop's gate math would replace
-        shared = torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu"
+        shared = (
+            torch.is_grad_enabled()
+            and isinstance(weight, Tensor)
+            and weight.requires_grad
+            and weight.device.type == "cpu"
+        )
         recur = self._shared_recur() if shared else self._recur
         # unbind, not gates[:, t]: each slice's backward would write a zero-filled (B, T, G*H) gradient
         # and add them all up (quadratic in T); unbind's backward stacks the T slices once

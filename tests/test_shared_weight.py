@@ -8,6 +8,7 @@ import torch
 from seq2seq_lstm.config import ModelConfig
 from seq2seq_lstm.decoder import Decoder
 from seq2seq_lstm.model import LanguageModel, Seq2Seq
+from seq2seq_lstm.quantize import convert_weights
 from seq2seq_lstm.shared_weight import SharedLinear
 
 
@@ -103,3 +104,14 @@ def test_record_is_emptied_by_backward():
     out.backward()
     assert linear._record.inputs == [] and linear._record.grads == []
     assert weight.grad is not None and weight.grad.shape == (4, 3)
+
+
+def test_int8_model_forward_with_gradients_enabled_takes_the_per_step_loop():
+    # an int8 decoder's cells have no float weights to share: forward must not look for them
+    torch.manual_seed(0)
+    model = Seq2Seq(ModelConfig(emb_dim=8, hidden_size=12, dropout=0.0), 20, 20).eval()
+    int8 = convert_weights(model, "int8")
+    src, lens, tgt = torch.randint(4, 20, (2, 5)), torch.tensor([5, 3]), torch.randint(4, 20, (2, 6))
+    with torch.no_grad():
+        expected = int8(src, lens, tgt)
+    torch.testing.assert_close(int8(src, lens, tgt), expected)
