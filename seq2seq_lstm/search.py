@@ -4,7 +4,9 @@ Every function works with an object that has ``step(tokens (N,), state) -> (log_
 attn (N, S) | None)`` and a state with ``reorder(index (N',), same_source=False) -> state`` (``Seq2Seq``,
 ``LanguageModel``, ``EnsembleDecoder``; ``same_source=True`` promises every row keeps its sentence, so a
 state may skip copying its source side), and returns, for each of the B sentences, a list of
-:class:`Hypothesis`::
+:class:`Hypothesis`. Beam search starts with :func:`expand_beams` (K adjacent rows per sentence;
+a state may share its source side among them, as every later reorder keeps each group of K rows
+within one sentence)::
 
     state = model.start(src, src_lens)
     nbest = beam_search(model, state, B, BOS_ID, EOS_ID, max_lengths(src_lens, 1.5, 10), beam_size=5)
@@ -319,6 +321,16 @@ def sentence_done(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def expand_beams(state: Any, index: Tensor, beams: int) -> Any:
+    """``state.reorder(index)`` for ``index`` = each row repeated ``beams`` times, copies adjacent
+    (``arange(B).repeat_interleave(beams)``): ``state.expand_beams(index, beams)`` where the state has
+    it (a :class:`~seq2seq_lstm.decoder.DecoderState` keeps its source side one row per sentence, shared
+    by the beams), else ``reorder``."""
+    if hasattr(state, "expand_beams"):
+        return state.expand_beams(index, beams)
+    return state.reorder(index)
+
+
 @functools.lru_cache(maxsize=1024)  # (cols, k) pairs: one per vocabulary or shortlist size
 def _chunk_width(cols: int, k: int) -> int:
     """The chunk width :func:`top_k` cuts ``cols`` columns into, 0 when chunking would not pay: a divisor
@@ -355,10 +367,27 @@ def beam_step(scores: Tensor, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor
     scores (B, K) cumulative log-probs; log_probs (B, K, V) step log-probs with the rules applied.
     Returns candidate scores, the beam each extends and its token, each (B, 2K), best first. Taking 2K
     leaves K non-EOS candidates even when every beam's best extension is EOS (a beam holds one EOS).
+
+    On the CPU this is :func:`top_k`'s chunk search over the K x V grid of sums ``score + log_prob``
+    without forming the grid: a beam's score is one constant over its row, so a chunk's largest sum is
+    the beam's score plus the chunk's largest log-prob, and only the 2K chunks searched get their sums
+    (the whole grid would be one more pass over 5 MB for beam 5 over 32 sentences and 8,000 pieces).
     """
     batch, beams, vocab = log_probs.shape
-    flat = (scores.unsqueeze(2) + log_probs).view(batch, beams * vocab)  # (B, K*V)
-    top, index = top_k(flat, min(2 * beams, beams * vocab))
+    k = min(2 * beams, beams * vocab)
+    width = _chunk_width(vocab, math.ceil(k / beams))  # at least 4k chunks in the K x V grid
+    if width == 0 or log_probs.device.type != "cpu":
+        flat = (scores.unsqueeze(2) + log_probs).view(batch, beams * vocab)  # (B, K*V)
+        top, index = top_k(flat, k)
+        return top, index // vocab, index % vocab
+    per_beam = vocab // width
+    chunks = log_probs.reshape(batch, beams * per_beam, width)  # a view unless log_probs is strided
+    maxima = (chunks.amax(dim=2).view(batch, beams, per_beam) + scores.unsqueeze(2)).view(batch, -1)
+    best = maxima.topk(k, dim=1).indices.sort(dim=1).values  # (B, 2K) chunks in grid order
+    inside = chunks.gather(1, best.unsqueeze(2).expand(batch, k, width))  # (B, 2K, w)
+    sums = (inside + scores.gather(1, best // per_beam).unsqueeze(2)).view(batch, k * width)
+    top, at = sums.topk(k, dim=1)
+    index = best.gather(1, at // width) * width + at % width  # (B, 2K) in the K*V grid
     return top, index // vocab, index % vocab
 
 
@@ -401,15 +430,22 @@ def beam_search(
     kept = n_best if length_penalty == "none" else K
     finished = _Finished(batch_size, kept, length_penalty, alpha, src_lens)
     rows = torch.arange(batch_size, device=device).repeat_interleave(K)  # (B*K,) sentence of each row
-    state, rules = state.reorder(rows), rules.select(rows)
-    paths = _Paths.empty(batch_size * K, device, return_attention)
+    paths = _Paths.empty(batch_size, device, return_attention)
     scores = torch.full((batch_size, K), NEG_INF, device=device)
     scores[:, 0] = 0.0  # one open beam at first, else the K copies would fill the beam with duplicates
     sentences = torch.arange(batch_size, device=device)  # original index of each active sentence
-    last = torch.full((batch_size * K,), bos, dtype=torch.long, device=device)
+    last = torch.full((batch_size,), bos, dtype=torch.long, device=device)
     for step in itertools.count():
         log_probs, state, attn = decoder.step(last, state)
         log_probs = rules.apply(log_probs.float(), paths.tokens, step)  # (N, V)
+        if step == 0:
+            # The K beams of a sentence all start from BOS, so the first step ran one row per sentence
+            # (for beam 5 over 32 sentences, 4 of every 5 rows of the costliest step were dead beams);
+            # now each row becomes the sentence's K rows, beam 0 open, the others at -inf as before
+            state, rules = expand_beams(state, rows, K), rules.select(rows)
+            paths = _Paths.empty(batch_size * K, device, return_attention)
+            log_probs = log_probs.index_select(0, rows)
+            attn = None if attn is None else attn.index_select(0, rows)
         active = scores.size(0)
         cand_scores, cand_beam, cand_token = beam_step(scores, log_probs.view(active, K, -1))  # (B', 2K)
         cand_row = cand_beam + K * torch.arange(active, device=device).unsqueeze(1)  # (B', 2K) row extended
@@ -600,6 +636,9 @@ class EnsembleState:
 
     def reorder(self, index: Tensor, same_source: bool = False) -> EnsembleState:
         return EnsembleState(tuple(s.reorder(index, same_source) for s in self.states))
+
+    def expand_beams(self, index: Tensor, beams: int) -> EnsembleState:
+        return EnsembleState(tuple(expand_beams(s, index, beams) for s in self.states))
 
 
 class EnsembleDecoder:

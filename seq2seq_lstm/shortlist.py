@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from .config import atomic_write
 from .errors import CheckpointError, UserError
-from .search import pad_ids
+from .search import expand_beams, pad_ids
 from .tokenizer import EOS_ID
 
 SPECIALS = EOS_ID + 1  # ids 0..3: <pad> <unk> <s> </s>
@@ -325,6 +325,9 @@ class ShortlistState:
 
     def reorder(self, index: Tensor, same_source: bool = False) -> ShortlistState:
         return ShortlistState(self.inner.reorder(index, same_source), self.rows[index])
+
+    def expand_beams(self, index: Tensor, beams: int) -> ShortlistState:
+        return ShortlistState(expand_beams(self.inner, index, beams), self.rows[index])
 
 
 class ShortlistDecoder:

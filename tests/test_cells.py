@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq_lstm.cells import CELLS, CIFGLSTMCell, LSTMCell, PeepholeLSTMCell, StackedCell
+from seq2seq_lstm.cells import CELLS, CIFGLSTMCell, LSTMCell, PeepholeLSTMCell, StackedCell, tanh_via_sigmoid
 from seq2seq_lstm.config import CELLS as CONFIG_CELLS
 
 B, I, H = 3, 5, 4
@@ -177,3 +177,13 @@ def test_forget_bias_lands_on_the_forget_block():
     cifg = CIFGLSTMCell(I, H)
     cifg.init_forget_bias(1.0)
     assert torch.all(cifg.bias[:H] == 1.0) and not torch.all(cifg.bias[H:] == 1.0)
+
+
+def test_tanh_via_sigmoid_is_tanh_to_float32_rounding():
+    x = torch.linspace(-30, 30, 200_001)
+    exact = torch.tanh(x.double())
+    assert (tanh_via_sigmoid(x) - exact).abs().max().item() < 2e-7
+    assert (tanh_via_sigmoid(x.double()) - exact).abs().max().item() < 1e-15
+    special = torch.tensor([0.0, 50.0, -50.0, float("inf"), -float("inf")])
+    assert tanh_via_sigmoid(special).tolist() == [0.0, 1.0, -1.0, 1.0, -1.0]
+    assert tanh_via_sigmoid(torch.tensor([float("nan")])).isnan().all()

@@ -158,6 +158,42 @@ def test_reorder_identity_and_permutation():
     assert state.reorder(torch.tensor([0, 0, 1, 1, 2, 2])).batch_size == 6
 
 
+@pytest.mark.parametrize("attention", ["general", "bahdanau"])
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_beams_share_the_source_side_and_step_like_copied_rows(attention, input_feeding):
+    """expand_beams keeps one memory row per sentence (attention takes each sentence's K beams as K
+    queries); its steps and reorders give what copying the rows gives, a dropped sentence drops its
+    memory row."""
+    torch.manual_seed(5)
+    model = Seq2Seq(tiny(attention=attention, input_feeding=input_feeding), SRC_V, TGT_V).eval()
+    src, lens, tgt_in = batch()
+    K = 4
+    index = torch.arange(3).repeat_interleave(K)  # (12,)
+    with torch.no_grad():
+        state = model.start(src, lens)
+        shared, copied = state.expand_beams(index, K), state.reorder(index)
+        assert shared.batch_size == copied.batch_size == 12 and shared.memory.size(0) == 3
+        tokens = torch.randint(4, TGT_V, (3, 12))
+        for t in range(2):
+            (a, shared, wa), (b, copied, wb) = model.step(tokens[t], shared), model.step(tokens[t], copied)
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+            torch.testing.assert_close(wa, wb, atol=1e-6, rtol=0)
+        # a beam shuffle inside each sentence, then sentence 1 finishes: its K rows and memory row leave
+        shuffle = torch.tensor([3, 3, 0, 1, 5, 4, 4, 7, 8, 11, 11, 9])
+        shared = shared.reorder(shuffle, same_source=True)
+        copied = copied.reorder(shuffle, same_source=True)
+        live = torch.tensor([0, 1, 2, 3, 8, 9, 10, 11])
+        shared, copied = shared.reorder(live), copied.reorder(live)
+        assert torch.equal(shared.memory, state.memory[[0, 2]]) and torch.equal(
+            shared.mask, state.mask[[0, 2]]
+        )
+        (a, _, wa), (b, _, wb) = model.step(tokens[2, live], shared), model.step(tokens[2, live], copied)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(wa, wb, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="already has beams"):
+        shared.expand_beams(torch.arange(8), 2)
+
+
 def test_reorder_keeps_none_fields():
     state = DecoderState(h=torch.zeros(2, 3, 4), c=torch.ones(2, 3, 4))
     moved = state.reorder(torch.tensor([1]))
@@ -315,3 +351,27 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(cell, input_feeding, bf16_
     torch.testing.assert_close(logits.float(), reference, atol=0.05, rtol=0.05)
     F.cross_entropy(logits.float().reshape(-1, TGT_V), tgt_in.reshape(-1)).backward()
     assert_all_gradients_flow(model)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_log_probs_in_blocks_of_rows_are_the_whole_batchs(dtype, monkeypatch):
+    """Decoder._log_probs takes the output layer and log-softmax a block of rows at a time on the CPU;
+    each row gets the numbers of the one-block computation (int8: bit for bit)."""
+    from seq2seq_lstm import decoder as decoder_module
+    from seq2seq_lstm.quantize import convert_weights
+
+    torch.manual_seed(6)
+    model = convert_weights(Seq2Seq(tiny(emb_dim=16, hidden_size=32), SRC_V, 500).eval(), dtype)
+    src, lens, _ = batch()
+    index = torch.arange(3).repeat_interleave(5)
+    tokens = torch.randint(4, 500, (15,))
+    with torch.no_grad():
+        state = model.start(src, lens).reorder(index)
+        whole, _, _ = model.step(tokens, state)
+        monkeypatch.setattr(decoder_module, "LOGIT_BLOCK_BYTES", 4 * 4 * 500)  # blocks of 4 rows
+        blocks, _, _ = model.step(tokens, state)
+    if dtype == "int8":
+        assert torch.equal(blocks, whole)
+    else:
+        torch.testing.assert_close(blocks, whole, atol=1e-6, rtol=0)
+    assert torch.allclose(blocks.exp().sum(1), torch.ones(15))

@@ -8,9 +8,10 @@ import torch
 
 from seq2seq_lstm.cells import CELLS
 from seq2seq_lstm.config import ModelConfig
+from seq2seq_lstm.encoder import CellLSTM, Encoder
 from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.model import LanguageModel, Seq2Seq
-from seq2seq_lstm.quantize import Int8Cell, Int8Linear, cells_from_lstm, convert_weights
+from seq2seq_lstm.quantize import Int8Cell, Int8Linear, cells_from_lstm, convert_weights, encoder_cells
 
 B, I, H = 6, 24, 32
 
@@ -82,13 +83,25 @@ def test_int8_language_model_steps_like_the_float_one(cell):
     assert _nbytes(int8) < 0.8 * _nbytes(model)
 
 
-def test_int8_translation_model_steps_like_the_float_one():
-    """Input feeding: the first cell gets precomputed embedding gates and the attentional feed."""
+@pytest.mark.parametrize("attention", ["general", "bahdanau", "dot"])
+def test_int8_translation_model_steps_like_the_float_one(attention):
+    """Input feeding: the first cell gets precomputed embedding gates and the attentional feed;
+    attention's projections of the memory and the query are int8 too."""
     torch.manual_seed(0)
-    cfg = ModelConfig(emb_dim=32, hidden_size=64, enc_layers=1, dec_layers=2, dropout=0.0, cell="peephole")
+    cfg = ModelConfig(
+        emb_dim=32,
+        hidden_size=64,
+        enc_layers=1,
+        dec_layers=2,
+        dropout=0.0,
+        cell="peephole",
+        attention=attention,
+    )
     model = Seq2Seq(cfg, 500, 500).eval()
     int8 = convert_weights(copy.deepcopy(model), "int8")
     assert all(isinstance(layer, Int8Cell) for layer in int8.decoder.rnn.layers)
+    projections = {"general": ["linear_in"], "bahdanau": ["key_layer", "query_layer"], "dot": []}[attention]
+    assert all(isinstance(getattr(int8.decoder.attention, n), Int8Linear) for n in projections)
     src, lens = torch.tensor([[5, 6, 7, 8, 3], [9, 10, 3, 0, 0]]), torch.tensor([5, 3])
     with torch.inference_mode():
         s0, s1 = model.start(src, lens), int8.start(src, lens)
@@ -231,6 +244,46 @@ def test_a_fused_lstm_becomes_cells_with_the_same_numbers():
     torch.testing.assert_close(torch.stack(hc[1]), cn, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_fused_encoder_becomes_cells_with_the_same_numbers(bidirectional):
+    """Packed nn.LSTM and masked cells: the same memory (zeros on padding) and final states."""
+    torch.manual_seed(0)
+    encoder = Encoder(50, I, H, num_layers=2, bidirectional=bidirectional).eval()
+    src, lens = torch.randint(4, 50, (B, 7)), torch.tensor([7, 1, 4, 7, 2, 5])
+    src[torch.arange(7) >= lens.unsqueeze(1)] = 0
+    with torch.no_grad():
+        want = encoder(src, lens)
+        encoder.rnn = encoder_cells(encoder.rnn)
+        got = encoder(src, lens)
+    assert isinstance(encoder.rnn, CellLSTM)
+    for w, g in zip([want[0], *want[2]], [got[0], *got[2]], strict=True):
+        torch.testing.assert_close(g, w, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "cifg"])
+def test_an_int8_encoder_is_close_and_the_same_alone_and_in_a_batch(cell, engine):
+    """The encoder's layers become int8 cells: each sentence's memory and final state are bit for bit
+    those it gets alone (the input products scale each row on its own, h has the fixed range), and
+    close to the float encoder's."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(emb_dim=32, hidden_size=64, enc_layers=2, dec_layers=1, dropout=0.0, cell=cell)
+    model = Seq2Seq(cfg, 300, 300).eval()
+    src, lens = torch.randint(4, 300, (7, 9)), torch.tensor([9, 3, 1, 9, 6, 2, 8])
+    src[torch.arange(9) >= lens.unsqueeze(1)] = 0
+    with torch.inference_mode():
+        want = model.encoder(src, lens)
+        int8 = convert_weights(copy.deepcopy(model), "int8")
+        assert all(isinstance(c, Int8Cell) for layer in int8.encoder.rnn.layers for c in layer)
+        memory, _, (h, c) = int8.encoder(src, lens)
+        assert 0 < (memory - want[0]).abs().max().item() < 0.05  # quantized, and close
+        assert (h - want[2][0]).abs().max().item() < 0.05
+        for row in range(7):
+            n = int(lens[row])
+            alone, _, (h1, c1) = int8.encoder(src[row : row + 1, :n], lens[row : row + 1])
+            assert torch.equal(alone[0], memory[row, :n]) and not memory[row, n:].any(), row
+            assert torch.equal(h1[:, 0], h[:, row]) and torch.equal(c1[:, 0], c[:, row]), row
+
+
 @pytest.mark.parametrize("kind", ["lm-cifg", "translation-input-feeding", "translation-fused-lstm"])
 def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind, engine):
     """Every matrix product of an int8 decoder step keeps rows apart: a row's log-probs and new state
@@ -250,7 +303,7 @@ def test_an_int8_decoder_step_is_the_same_alone_and_in_a_batch(kind, engine):
         model = Seq2Seq(cfg, 300, 500).eval()
         assert model.decoder.fused != feeding
         state = model.start(torch.randint(4, 300, (7, 6)), torch.full((7,), 6))
-    model = convert_weights(model, "int8")  # after start(): the encoder is float32 either way
+    model = convert_weights(model, "int8")  # after start(): the step is tested, not the encoder
     tokens = torch.randint(4, 500, (4, 7))
     with torch.inference_mode():
         for t in range(3):  # warm the states up: h, c and the feed are no longer zeros

@@ -68,6 +68,27 @@ def test_beam_step_takes_2k_best_over_the_grid():
     assert top[0, 2].item() == pytest.approx(-1 + math.log(0.6))
 
 
+@pytest.mark.parametrize(("beams", "vocab"), [(5, 640), (4, 8000), (3, 7), (1, 640)])
+def test_beam_step_equals_the_top_of_the_whole_grid(beams, vocab):
+    """The chunk search without the grid of sums (vocabularies of 640 and 8000) and the plain one (7)
+    give the values of topk over all K*V sums, each pointing at the beam and token whose sum it is."""
+    g = torch.Generator().manual_seed(beams * vocab)
+    scores = -10 * torch.rand(6, beams, generator=g)
+    scores[0, 1:] = float("-inf")  # first step: only beam 0 is open
+    log_probs = torch.randn(6, beams, vocab, generator=g).log_softmax(dim=2)
+    log_probs[1, :, 3] = float("-inf")  # a banned token
+    log_probs[2, 0, : vocab // 2] = 0.0  # ties inside one beam's row
+    top, beam, token = beam_step(scores, log_probs)
+    k = min(2 * beams, beams * vocab)
+    grid = (scores.unsqueeze(2) + log_probs).view(6, -1)
+    assert torch.equal(top, grid.topk(k, dim=1).values)
+    assert torch.equal(scores.gather(1, beam) + log_probs[torch.arange(6).unsqueeze(1), beam, token], top)
+    assert all(
+        len(set(zip(b, t, strict=True))) == k for b, t in zip(beam.tolist(), token.tolist(), strict=True)
+    )
+    assert (search._chunk_width(vocab, 2) > 0) == (vocab != 7)
+
+
 @pytest.mark.parametrize(("cols", "k"), [(40_000, 10), (2560, 8), (640, 1), (8000, 2)])
 def test_top_k_equals_torch_topk(cols, k):
     assert search._chunk_width(cols, k) > 0  # the chunked path, not the fallback
@@ -321,7 +342,7 @@ def test_finished_sentences_leave_the_batch():
     # sentence 0 must end at step 1 (max_len 1); sentence 1 cannot end before step 3 (min_len)
     max_len = torch.tensor([1, 10])
     beam_search(d, d.decoder.start(src, lens), 2, BOS, EOS, max_len, beam_size=3, min_len=3)
-    assert d.rows_seen[:3] == [6, 6, 3]
+    assert d.rows_seen[:3] == [2, 6, 3]  # the first step runs one row per sentence: its beams are one
     d.rows_seen.clear()
     greedy_search(d, d.decoder.start(src, lens), 2, BOS, EOS, max_len, min_len=3)
     assert d.rows_seen[:3] == [2, 2, 1]
