@@ -36,6 +36,9 @@ BRIDGES = ("linear", "zero")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "warmup_decay", "plateau")
 LENGTH_PENALTIES = ("none", "gnmt", "average")
+# GNMT exponent: Wu et al. (2016) use 0.6-1; up to 10, ((5 + |Y|) / 6) ** alpha stays a finite float for
+# every |Y| <= search.MAX_LEN (a larger alpha overflows on long hypotheses and only ever favours the longest)
+ALPHA_MAX = 10.0
 DTYPES = ("float32", "bfloat16", "int8")  # weight types at inference (seq2seq_lstm.quantize)
 SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) largest seed
 
@@ -269,7 +272,7 @@ class GenerationConfig:
                 f"got {self.n_best} > {self.beam_size}"
             )
         _check_choice("generation", "length_penalty", self.length_penalty, LENGTH_PENALTIES)
-        _check_range("generation", "alpha", self.alpha, lo=0.0, hi=10.0)  # search.ALPHA_MAX
+        _check_range("generation", "alpha", self.alpha, lo=0.0, hi=ALPHA_MAX)
         _check_range("generation", "min_len", self.min_len, lo=0)
         _check_range("generation", "max_len_a", self.max_len_a, lo=0.0)
         _check_range("generation", "max_len_b", self.max_len_b, lo=0)

@@ -57,13 +57,11 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from .config import ALPHA_MAX
 from .errors import UserError
 
 NEG_INF = float("-inf")
 MAX_LEN = 2**31 - 1  # max_lengths caps a * S + b here: never reached, and no int64 overflow for a huge a
-# GNMT exponent: Wu et al. (2016) use 0.6-1; up to 10, ((5 + |Y|) / 6) ** alpha stays a finite float for
-# every |Y| <= MAX_LEN (a larger alpha overflows on long hypotheses and only ever favours the longest)
-ALPHA_MAX = 10.0
 # Sampling temperatures: log-probs are float32, and (log p) / T must stay finite for the allowed pieces
 # (a forced piece can have log p near -100): below 1e-6 sampling is greedy search anyway, above 1e6 a
 # uniform draw; at 1e-38 or 1e39 a row's log-probs all turned -inf or NaN and torch.multinomial failed

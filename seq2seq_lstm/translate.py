@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .config import GenerationConfig
 from .errors import CheckpointError, UserError
 from .quantize import convert_weights
 from .search import (
+    MAX_LEN,
     TEMPERATURE_MAX,
     TEMPERATURE_MIN,
     EnsembleDecoder,
@@ -59,12 +61,14 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY, Tokenizer
 
 logger = logging.getLogger(__name__)
 
-# weight types for decoding: bfloat16 halves the memory traffic of every step (about 2x faster on CPUs with
-# AVX512-BF16 or AMX) at the cost of scores that differ in the third digit; float32 is exact
-
 SENTENCE_ENDS = frozenset(".!?…。！？")  # a chunk preferably ends after a piece ending with one of these
 CLAUSE_ENDS = frozenset(",;:，；：")  # second choice
 SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
+# A search step holds a few (rows, V) float32 tensors at once (logits, log-probs, a masked or expanded
+# copy), rows = sentences x beam (or samples per sentence), and with attention each row keeps (steps,
+# S) weights. Batches are cut to stay under the limit; a beam that alone would pass it is refused.
+STEP_MEMORY_LIMIT = 2 * 2**30
+STEP_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,14 @@ def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, T
     """Lists of ids -> src (B, S) padded with PAD_ID, src_lens (B,)."""
     lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
     return pad_ids(rows, PAD_ID).to(device), lens.to(device)
+
+
+def _gib(size: int) -> str:
+    """A byte count for a message: 2.4 GiB, 310.0 MiB, 12.5 KiB."""
+    unit, scale = next(
+        (u, m) for u, m in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if size >= m or u == "KiB"
+    )
+    return f"{size / scale:.1f} {unit}"
 
 
 class Translator:
@@ -259,7 +271,7 @@ class Translator:
         if self.sampling is not None and self.sampling.seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(self.sampling.seed)
         with torch.inference_mode():
-            for batch in self._batches(segments):
+            for batch in self._batches(segments, attention):
                 for seg, hyps in zip(batch, self._decode(batch, attention, generator), strict=True):
                     results[seg.line, seg.chunk] = hyps
         by_line: dict[int, list[_Segment]] = {}
@@ -303,18 +315,45 @@ class Translator:
                 g.min_len, g.max_len_a, g.max_len_b, len(short), lines,
             )  # fmt: skip
 
-    def _batches(self, segments: list[_Segment]) -> Iterator[list[_Segment]]:
-        """Longest first, each batch within the token budget (max length x sentences, padding included)."""
+    def _batches(self, segments: list[_Segment], attention: bool) -> Iterator[list[_Segment]]:
+        """Longest first, each batch within the token budget (max length x sentences, padding included)
+        and within :data:`STEP_MEMORY_LIMIT` for its search rows."""
         budget, cap = self.generation.batch_tokens, self.batch_sentences
         batch: list[_Segment] = []
+        fits = 0  # sentences whose search rows fit the memory limit, for the batch's width
         for seg in sorted(segments, key=lambda s: -len(s.ids)):  # stable: ties keep input order
             width = len(batch[0].ids) if batch else len(seg.ids)  # the first is the longest
-            if batch and (width * (len(batch) + 1) > budget or (cap and len(batch) >= cap)):
+            if batch and (
+                width * (len(batch) + 1) > budget or (cap and len(batch) >= cap) or len(batch) >= fits
+            ):
                 yield batch
                 batch = []
+            if not batch:
+                fits = self._sentences_that_fit(len(seg.ids), attention)
             batch.append(seg)
         if batch:
             yield batch
+
+    def _sentences_that_fit(self, width: int, attention: bool) -> int:
+        """How many sentences of ``width`` source pieces one search step can hold within
+        :data:`STEP_MEMORY_LIMIT`; :class:`UserError` when not even one fits."""
+        g, vocab = self.generation, self.tokenizer.tgt_vocab_size
+        rows = g.n_best if self.sampling is not None else g.beam_size  # search rows per sentence
+        row_bytes = STEP_COPIES * 4 * vocab
+        if attention:  # each row's attention weights, one (S,) row per step up to the maximum length
+            row_bytes += 4 * width * (min(math.floor(g.max_len_a * width + g.max_len_b), MAX_LEN) + 1)
+        fits = STEP_MEMORY_LIMIT // (rows * row_bytes)
+        if fits == 0:
+            what = f"--n-best {rows} with --sampling" if self.sampling is not None else f"--beam-size {rows}"
+            most = STEP_MEMORY_LIMIT // row_bytes
+            raise UserError(
+                f"{what} is too large: one search step would hold about {_gib(rows * row_bytes)} for one "
+                f"sentence ({rows:,} rows over {vocab:,} target pieces"
+                + (f", with attention over {width} source pieces" if attention else "")
+                + f"); the limit is {_gib(STEP_MEMORY_LIMIT)}: "
+                + (f"use at most {most:,}" if most else "lower --max-len-a / --max-len-b, or drop attention")
+            )
+        return fits
 
     def _decode(
         self, batch: list[_Segment], attention: bool, generator: torch.Generator | None

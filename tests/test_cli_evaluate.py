@@ -322,6 +322,23 @@ def test_both_significance_tests_at_once_are_refused(corpus):
 
 
 @pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--paired-bs"], "--paired-bs"),
+        (["--paired-ar", "--paired-ar-n", "50"], "--paired-ar and --paired-ar-n"),
+        (["--paired-bs-n", "1000"], "--paired-bs-n"),  # given, even at its default value
+    ],
+)
+def test_significance_options_without_a_baseline_are_refused(corpus, args, named):
+    # sacreBLEU refuses a paired test of one system too; before, the options were silently ignored
+    assert s2s_error("evaluate", "hyp.txt", "ref1.txt", *args) == (
+        1,
+        f"Error: {named}: a paired significance test compares HYP with a baseline system; "
+        "add --baseline OTHER_HYP",
+    )
+
+
+@pytest.mark.parametrize(
     "args, option, top",
     [
         (["--paired-bs-n", "100001"], "'--paired-bs-n'", "100000"),

@@ -234,6 +234,40 @@ def test_an_input_of_10000_tokens_and_an_empty_line_translate_in_bounded_memory(
     assert grown_mib < 300, f"peak RSS grew by {grown_mib:.0f} MiB"
 
 
+def test_search_rows_stay_within_the_step_memory_limit(run_dir, lines, monkeypatch):
+    """A step's (rows, V) log-probs (and kept attention) stay under STEP_MEMORY_LIMIT: a wide beam gets
+    fewer sentences per batch (same translations), and a beam that alone would pass the limit is one
+    clear error before anything is decoded."""
+    from seq2seq_lstm import translate as translate_module
+
+    translator = Translator.from_checkpoint(run_dir, beam_size=4)
+    vocab = translator.tokenizer.tgt_vocab_size
+    want = translator.translate(lines)
+    row_bytes = translate_module.STEP_COPIES * 4 * vocab
+    monkeypatch.setattr(translate_module, "STEP_MEMORY_LIMIT", 3 * 4 * row_bytes)  # 3 sentences of 4 rows
+    segments = translator._segments(translator.tokenizer.encode_src(lines), [[] for _ in lines])
+    sizes = [len(b) for b in translator._batches(segments, attention=False)]
+    assert max(sizes) == 3 and sum(sizes) == len(segments) > 3
+    assert translator.translate(lines) == want
+    monkeypatch.setattr(translate_module, "STEP_MEMORY_LIMIT", 100 * row_bytes)  # attention adds bytes
+    assert (
+        translator._sentences_that_fit(40, attention=True) < translator._sentences_that_fit(40, False) == 25
+    )
+    monkeypatch.setattr(translate_module, "STEP_MEMORY_LIMIT", 3 * row_bytes)
+    with pytest.raises(
+        UserError, match=r"^--beam-size 4 is too large: one search step would hold .*: use at most 3$"
+    ):
+        translator.translate(lines[:1])
+    sampler = Translator.from_checkpoint(run_dir, sampling=Sampling(seed=1), beam_size=1, n_best=5)
+    with pytest.raises(UserError, match=r"^--n-best 5 with --sampling is too large: "):
+        sampler.translate(lines[:1])
+
+
+def test_cli_a_beam_too_wide_for_memory_is_one_clear_line(run_dir):
+    result = invoke("translate", "-c", run_dir, "--beam-size", 10**8, input="x\n")  # never allocated
+    assert one_error_line(result).startswith("Error: --beam-size 100000000 is too large: one search step")
+
+
 def test_a_chunked_line_joins_its_chunks_and_aligns_to_the_whole_source(run_dir, lines):
     tr = Translator.from_checkpoint(run_dir, beam_size=2, max_input_len=12)
     line = " ".join(lines[:12])
@@ -392,6 +426,12 @@ def test_cli_nan_and_infinity_are_refused(run_dir, option, value):
     assert usage_error(result).startswith(f"Error: Invalid value for '{option}': ")
     if value == "nan":
         assert usage_error(result) == f"Error: Invalid value for '{option}': 'nan' is not a finite number."
+
+
+def test_cli_alpha_above_its_maximum_is_refused_before_loading_anything(tmp_path):
+    # before: refused only once the checkpoint had loaded (seconds); the run directory here does not exist
+    result = invoke("translate", "-c", tmp_path / "missing", "--alpha", "11", input="x\n")
+    assert one_error_line(result) == "Error: --alpha must be at most 10 (the GNMT exponent); got 11"
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64])

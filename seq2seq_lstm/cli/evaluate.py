@@ -234,6 +234,15 @@ def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, 
         raise UserError("only HYP may be - (standard input)")
     if sentence_level and baselines:
         raise UserError("significance tests need corpus scores; drop --sentence-level or --baseline")
+    ctx = click.get_current_context()
+    paired_options = ("paired_bs", "paired_ar", "paired_bs_n", "paired_ar_n")
+    asked = [f"--{name.replace('_', '-')}" for name in paired_options
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]  # fmt: skip
+    if asked and not baselines:  # as in sacreBLEU: a paired test needs a second system
+        raise UserError(
+            f"{' and '.join(asked)}: a paired significance test compares HYP with a baseline system; "
+            "add --baseline OTHER_HYP"
+        )
 
     source = ev.read_lines(source_path, "source") if source_path else None
     refs = [ev.read_lines(p, "reference") for p in ref_paths]

@@ -186,9 +186,16 @@ def translate(
     batch_sentences, fmt, plot_attention, interactive, threads, device, dtype, **generation,
 ) -> None:  # fmt: skip
     """Translate text with a trained model (or an ensemble of them), line by line, in order."""
+    from ..config import ALPHA_MAX
+    from ..errors import UserError
+
+    # refused before torch and the checkpoint load (seconds), like the ranges click checks
+    if generation["alpha"] is not None and generation["alpha"] > ALPHA_MAX:
+        raise UserError(
+            f"--alpha must be at most {ALPHA_MAX:g} (the GNMT exponent); got {generation['alpha']:g}"
+        )
     import torch
 
-    from ..errors import UserError
     from ..translate import Sampling, Translator
 
     if threads:
