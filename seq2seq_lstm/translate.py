@@ -99,6 +99,8 @@ class Translation:
     ``attention``: (T, S) float32 with T = len(tokens) + 1 (EOS last) over the ``source_pieces``, or
     None when not asked for or the line was chunked; ``alignment``: for each target piece the index of
     the source piece it attended to most (chunk offsets included), empty when attention was not asked for.
+    An empty line has no chunk and runs no model: an empty text, or the forced prefix as typed, score 0
+    and no log-probs.
     """
 
     text: str
@@ -277,7 +279,7 @@ class Translator:
         by_line: dict[int, list[_Segment]] = {}
         for seg in segments:
             by_line.setdefault(seg.line, []).append(seg)
-        return [self._assemble(ids, by_line.get(i, []), results) for i, ids in enumerate(src_ids)]
+        return [self._assemble(ids, by_line.get(i, []), results, forced[i]) for i, ids in enumerate(src_ids)]
 
     # ------------------------------------------------------------------------------------------------
 
@@ -409,11 +411,17 @@ class Translator:
                            n_best=g.n_best, prefix=prefix, src_lens=src_lens, **options)  # fmt: skip
 
     def _assemble(
-        self, ids: list[int], chunks: list[_Segment], results: dict[tuple[int, int], list[Hypothesis]]
+        self,
+        ids: list[int],
+        chunks: list[_Segment],
+        results: dict[tuple[int, int], list[Hypothesis]],
+        prefix: list[int],
     ) -> list[Translation]:
         """A line's Translations from its chunks' hypotheses: the k-th joins each chunk's k-th best."""
-        if not chunks:  # an empty line
-            return [Translation("", 0.0, [], [], [], [])]
+        if not chunks:  # an empty line: no model run; a typed prefix stays what it is (unscored)
+            text = self.tokenizer.decode_tgt([prefix])[0] if prefix else ""
+            pieces = [self.tokenizer.tgt_sp.id_to_piece(t) for t in prefix]
+            return [Translation(text, 0.0, list(prefix), pieces, [], [], chunks=0)]
         source_pieces = [self.tokenizer.src_sp.id_to_piece(i) for i in ids]
         per_chunk = [results[s.line, s.chunk] for s in chunks]
         offsets = [s.offset for s in chunks]

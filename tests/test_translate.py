@@ -496,6 +496,10 @@ def test_cli_prefix_tab_line_without_a_tab_is_one_clear_line(run_dir, lines, tmp
         [lines[0], "", lines[1]], prefixes=["El gato", None, None]
     )
     assert result.output.split("\n") == [*expected, ""]
+    # an empty source with a typed prefix keeps the prefix (before: the typed text vanished)
+    result = invoke("translate", "-c", run_dir, "--prefix-tab", "--format", "jsonl", input="\tEl gato\n")
+    (row,) = [json.loads(line) for line in result.output.splitlines()]
+    assert row["translation"] == "El gato" and row["score"] == 0.0, row
 
 
 def test_min_len_above_the_maximum_length_is_cut_there_with_a_warning(run_dir, lines, caplog):

@@ -328,8 +328,8 @@ def _plot(directory: str, number: int, best) -> None:
 
     from ..attention_plot import plot_attention
 
-    if best.attention is None:
-        if best.tokens:
+    if best.attention is None:  # a chunked line, or an empty one (no model run)
+        if best.chunks > 1:
             logging.getLogger("seq2seq_lstm").warning(
                 "line %d was split into %d chunks: no attention plot", number, best.chunks
             )
