@@ -81,12 +81,9 @@ class DecoderState:
 
         if same_source:
             return dataclasses.replace(self, h=pick(self.h, 1), c=pick(self.c, 1), feed=pick(self.feed, 0))
-        # the sentence each new group of rows comes from
-        src = (
-            index
-            if self.beams == 1
-            else index.view(-1, self.beams)[:, 0].div(self.beams, rounding_mode="floor")
-        )
+        src = index  # the source row of each new row, or with beams of each new group of rows
+        if self.beams > 1 and self.memory is not None:
+            src = index.view(-1, self.beams)[:, 0].div(self.beams, rounding_mode="floor")
         return DecoderState(
             h=pick(self.h, 1),
             c=pick(self.c, 1),
