@@ -68,7 +68,7 @@ SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
 # copy), rows = sentences x beam (or samples per sentence), and with attention each row keeps (steps,
 # S) weights. Batches are cut to stay under the limit; a beam that alone would pass it is refused.
 STEP_MEMORY_LIMIT = 2 * 2**30
-STEP_COPIES = 4
+STEP_COPIES = 4  # per model
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,8 @@ class Translator:
         :data:`STEP_MEMORY_LIMIT`; :class:`UserError` when not even one fits."""
         g, vocab = self.generation, self.tokenizer.tgt_vocab_size
         rows = g.n_best if self.sampling is not None else g.beam_size  # search rows per sentence
-        row_bytes = STEP_COPIES * 4 * vocab
+        # an ensemble holds each member's log-probs and their stack besides
+        row_bytes = STEP_COPIES * len(self.models) * 4 * vocab
         if attention:  # each row's attention weights, one (S,) row per step up to the maximum length
             row_bytes += 4 * width * (min(math.floor(g.max_len_a * width + g.max_len_b), MAX_LEN) + 1)
         fits = STEP_MEMORY_LIMIT // (rows * row_bytes)
