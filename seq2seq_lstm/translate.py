@@ -148,7 +148,7 @@ def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, T
     return pad_ids(rows, PAD_ID).to(device), lens.to(device)
 
 
-def _gib(size: int) -> str:
+def _size_text(size: int) -> str:
     """A byte count for a message: 2.4 GiB, 310.0 MiB, 12.5 KiB."""
     unit, scale = next(
         (u, m) for u, m in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if size >= m or u == "KiB"
@@ -350,10 +350,10 @@ class Translator:
             what = f"--n-best {rows} with --sampling" if self.sampling is not None else f"--beam-size {rows}"
             most = STEP_MEMORY_LIMIT // row_bytes
             raise UserError(
-                f"{what} is too large: one search step would hold about {_gib(rows * row_bytes)} for one "
-                f"sentence ({rows:,} rows over {vocab:,} target pieces"
+                f"{what} is too large: one search step would hold about {_size_text(rows * row_bytes)} "
+                f"for one sentence ({rows:,} rows over {vocab:,} target pieces"
                 + (f", with attention over {width} source pieces" if attention else "")
-                + f"); the limit is {_gib(STEP_MEMORY_LIMIT)}: "
+                + f"); the limit is {_size_text(STEP_MEMORY_LIMIT)}: "
                 + (f"use at most {most:,}" if most else "lower --max-len-a / --max-len-b, or drop attention")
             )
         return fits
