@@ -65,6 +65,9 @@ class DecoderState:
         finished sentence drops 1 row of it, not 5."""
         if self.beams != 1:
             raise ValueError("expand_beams: the state already has beams")
+        rows = torch.arange(self.batch_size, device=index.device).unsqueeze(1)  # (B, 1)
+        if index.numel() != self.batch_size * beams or not bool((index.view(-1, beams) == rows).all()):
+            raise ValueError("expand_beams: index must repeat each row `beams` times, in order")
         return dataclasses.replace(self.reorder(index, same_source=True), beams=beams)
 
     def reorder(self, index: Tensor, same_source: bool = False) -> DecoderState:

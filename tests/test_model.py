@@ -192,6 +192,8 @@ def test_beams_share_the_source_side_and_step_like_copied_rows(attention, input_
     torch.testing.assert_close(wa, wb, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="already has beams"):
         shared.expand_beams(torch.arange(8), 2)
+    with pytest.raises(ValueError, match="must repeat each row"):  # the memory would not follow
+        state.expand_beams(torch.tensor([1, 1, 0, 0, 2, 2]), 2)
 
 
 def test_reorder_keeps_none_fields():
