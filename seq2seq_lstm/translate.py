@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +43,6 @@ from .config import GenerationConfig
 from .errors import CheckpointError, UserError
 from .quantize import convert_weights
 from .search import (
-    MAX_LEN,
     TEMPERATURE_MAX,
     TEMPERATURE_MIN,
     EnsembleDecoder,
@@ -344,7 +342,8 @@ class Translator:
         # an ensemble holds each member's log-probs and their stack besides
         row_bytes = STEP_COPIES * len(self.models) * 4 * vocab
         if attention:  # each row's attention weights, one (S,) row per step up to the maximum length
-            row_bytes += 4 * width * (min(math.floor(g.max_len_a * width + g.max_len_b), MAX_LEN) + 1)
+            steps = int(max_lengths(torch.tensor([width]), g.max_len_a, g.max_len_b)) + 1  # EOS too
+            row_bytes += 4 * width * steps
         fits = STEP_MEMORY_LIMIT // (rows * row_bytes)
         if fits == 0:
             what = f"--n-best {rows} with --sampling" if self.sampling is not None else f"--beam-size {rows}"
