@@ -1,8 +1,8 @@
 """Baseline for next-word suggestion: an interpolated Kneser-Ney word n-gram model (nltk.lm).
 
 Trained on the same text as the language model (words split by the suggester's own rule,
-:func:`seq2seq_lstm.suggest.word_spans`, case kept, punctuation dropped) and scored by the same
-code, :func:`seq2seq_lstm.suggest_eval.evaluate_suggestions`, through the same interface:
+:func:`seq2seq_lstm.suggest.words.word_spans`, case kept, punctuation dropped) and scored by the same
+code, :func:`seq2seq_lstm.suggest.keystrokes.evaluate_suggestions`, through the same interface:
 ``session()`` -> ``suggest(text, k)`` / ``word_log_prob(text, word)``.
 
     python benchmarks/kneser_ney_baseline.py --train data/en-mono/train.txt --test data/en-mono/test.txt \
@@ -39,8 +39,9 @@ from nltk.lm.models import InterpolatedLanguageModel
 from nltk.lm.preprocessing import padded_everygram_pipeline
 from nltk.lm.smoothing import KneserNey
 
-from seq2seq_lstm.suggest import Suggestion, parse_typed, word_spans
-from seq2seq_lstm.suggest_eval import evaluate_suggestions
+from seq2seq_lstm.suggest.keystrokes import evaluate_suggestions
+from seq2seq_lstm.suggest.suggester import Suggestion
+from seq2seq_lstm.suggest.words import parse_typed, word_spans
 
 logger = logging.getLogger("kneser_ney_baseline")
 SPECIAL = frozenset({"<s>", "</s>", "<UNK>"})

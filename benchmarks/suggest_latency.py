@@ -1,14 +1,15 @@
 """Per-keystroke latency of next-word suggestion on one CPU thread, fp32, bf16 and dynamic int8.
 
 A typed transcript (sentences of a text file) is replayed one character at a time through a
-:class:`~seq2seq_lstm.suggest.SuggestSession` per sentence, as a keyboard would call it; every call's
+:class:`~seq2seq_lstm.suggest.suggester.SuggestSession` per
+sentence, as a keyboard would call it; every call's
 wall time is one sample (next-word and partial-word calls alike). Reports p50/p95/p99 in ms, model
 steps per keystroke and the model's size (serialized state dict). A phone keyboard must answer within
 20 ms of a keystroke; the target here is p95 <= 3 ms.
 
 ``--prefetch N`` also replays the keyboard's idle time: after each answer the session works out the
 answers for the next keystrokes it expects (a space and the N likeliest characters,
-:meth:`~seq2seq_lstm.suggest.SuggestSession.prefetch`). That work is timed apart ("idle" columns):
+:meth:`~seq2seq_lstm.suggest.suggester.SuggestSession.prefetch`). That work is timed apart ("idle" columns):
 it has to fit between two keystrokes (~150-300 ms on a phone), and the latency columns then count
 only what a keystroke still waits for. ``--gap-ms G`` replays a typist who presses the next key G ms
 after each answer: the idle-time work is cut off there (its ``should_stop``), so faster typing leaves
@@ -19,7 +20,8 @@ more keystrokes to compute when they come.
     # no trained model yet: the default LM's shapes with random weights (timing only)
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
-The weight types are those of ``s2s suggest --dtype`` (:func:`seq2seq_lstm.quantize.convert_weights`):
+The weight types are those of ``s2s suggest --dtype``
+(:func:`seq2seq_lstm.decoding.quantize.convert_weights`):
 bfloat16 converts every weight; int8 quantizes the decoder's cells, output layers and embedding
 (dynamic int8: a step is bound by reading the weights, and int8 reads a quarter of fp32's bytes).
 """
@@ -38,9 +40,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from seq2seq_lstm.quantize import DTYPES, convert_weights
-from seq2seq_lstm.search import EnsembleDecoder
-from seq2seq_lstm.suggest import Suggester
+from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
+from seq2seq_lstm.decoding.quantize import DTYPES, convert_weights
+from seq2seq_lstm.suggest.suggester import Suggester
 
 
 def model_megabytes(model: nn.Module) -> float:
@@ -96,8 +98,8 @@ def build(args) -> tuple[list[nn.Module], object, object]:
 
         return load_ensemble(args.checkpoint)
     from seq2seq_lstm.config import load_config
-    from seq2seq_lstm.model import build_model
-    from seq2seq_lstm.tokenizer import Tokenizer
+    from seq2seq_lstm.data.tokenizer import Tokenizer
+    from seq2seq_lstm.model.seq2seq import build_model
 
     cfg = load_config(args.config)
     lines = Path(args.tokenizer_text).read_text(encoding="utf-8").splitlines()[: args.tokenizer_lines]

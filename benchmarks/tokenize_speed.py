@@ -3,7 +3,7 @@
     python benchmarks/tokenize_speed.py                       # Ding en-de train, joint 8k unigram
     python benchmarks/tokenize_speed.py --prefix data/x/train --src de --tgt en --num-proc 1
 
-Trains a joint SentencePiece model on the corpus (not timed), then times `seq2seq_lstm.data.tokenize`
+Trains a joint SentencePiece model on the corpus (not timed), then times `seq2seq_lstm.data.batching.tokenize`
 (datasets.map, batched) with each `--num-proc` count of worker processes, caching off, best of
 `--repeats`. Falls back to the embedded Bible en-es sample when the Ding files are absent.
 """
@@ -44,8 +44,9 @@ def main() -> None:
 
         datasets.disable_progress_bars()
         from seq2seq_lstm.config import TokenizerConfig
-        from seq2seq_lstm.data import load_parallel, tokenize
-        from seq2seq_lstm.tokenizer import Tokenizer
+        from seq2seq_lstm.data.batching import tokenize
+        from seq2seq_lstm.data.corpus import load_parallel
+        from seq2seq_lstm.data.tokenizer import Tokenizer
 
         ds = load_parallel(prefix, src, tgt)
         tok = Tokenizer.train(ds["src"], ds["tgt"], TokenizerConfig(vocab_size=args.vocab_size))

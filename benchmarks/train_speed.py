@@ -1,7 +1,8 @@
 """Training throughput of the reference model, against the CPU's GEMM peak and OpenNMT-py.
 
 Trains the reference config (2x512 LSTMs, embeddings 256, general attention, input feeding, batches of
-64 sentences) through the real ``s2s train`` path (``seq2seq_lstm.train.train``) for a fixed number of
+64 sentences) through the real ``s2s train`` path (``seq2seq_lstm.training.trainer.train``) for a fixed
+number of
 steps and prints:
 
 * source + target tokens per second (source pieces without BOS/EOS plus target pieces with EOS, as
@@ -30,8 +31,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from seq2seq_lstm.config import load_config
-from seq2seq_lstm.tokenizer import PAD_ID, Tokenizer
-from seq2seq_lstm.train import train
+from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.training.trainer import train
+from seq2seq_lstm.vocab import PAD_ID
 
 ROOT = Path(__file__).resolve().parent.parent
 

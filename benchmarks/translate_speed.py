@@ -42,8 +42,8 @@ def build_random_reference(out: Path) -> Path:
     """The reference config's model with random weights, as a run directory (reused when present)."""
     from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
     from seq2seq_lstm.config import load_config, save_config
-    from seq2seq_lstm.model import Seq2Seq
-    from seq2seq_lstm.tokenizer import Tokenizer
+    from seq2seq_lstm.data.tokenizer import Tokenizer
+    from seq2seq_lstm.model.seq2seq import Seq2Seq
 
     run = RunDir(out)
     if run.weights.is_file():
@@ -67,7 +67,7 @@ def peak_rss_mib() -> float:
 def run_mode(
     checkpoint: Path, lines: list[str], beam: int, batch: int, dtype: str, device: str, shortlist: int = 0
 ) -> tuple[dict, list[str]]:
-    from seq2seq_lstm.translate import Translator
+    from seq2seq_lstm.inference.translator import Translator
 
     translator = Translator.from_checkpoint(
         checkpoint, beam_size=beam, n_best=1, batch_sentences=batch, batch_tokens=1_000_000, dtype=dtype,

@@ -31,9 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import Config, atomic_write, atomic_write_text, config_from_dict, load_config
+from .config import Config, config_from_dict, load_config
+from .data.tokenizer import Tokenizer
 from .errors import CheckpointError, ConfigError, UserError
-from .tokenizer import Tokenizer
+from .files import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1  # of model.json and of the "s2s" entry in Lightning checkpoints
 CKPT_KEY = "s2s"  # our entry in a Lightning checkpoint: config, tokenizer hashes, RNG, validation scores
@@ -291,7 +292,7 @@ def load_for_inference(
     Checks that the tokenizer on disk is the one the weights were trained with (file hashes, vocabulary
     sizes) and that the config builds a model of exactly the weights' shapes.
     """
-    from .model import build_model
+    from .model.seq2seq import build_model
 
     device = inference_device(device)
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from seq2seq_lstm.attention import ATTENTIONS, GeneralAttention
 from seq2seq_lstm.config import ATTENTIONS as CONFIG_ATTENTIONS
+from seq2seq_lstm.model.attention import ATTENTIONS, GeneralAttention
 
 
 def test_registry_matches_config_choices():

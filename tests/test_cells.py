@@ -4,8 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from seq2seq_lstm.cells import CELLS, CIFGLSTMCell, LSTMCell, PeepholeLSTMCell, StackedCell, tanh_via_sigmoid
 from seq2seq_lstm.config import CELLS as CONFIG_CELLS
+from seq2seq_lstm.model.cells import (
+    CELLS,
+    CIFGLSTMCell,
+    LSTMCell,
+    PeepholeLSTMCell,
+    StackedCell,
+    tanh_via_sigmoid,
+)
 
 B, I, H = 3, 5, 4
 

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 
 from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file, load_for_inference, tokenizer_sha256
 from seq2seq_lstm.cli import main
-from seq2seq_lstm.config import TokenizerConfig, atomic_write_text, load_config, save_config
+from seq2seq_lstm.config import TokenizerConfig, load_config, save_config
+from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.errors import CheckpointError
-from seq2seq_lstm.tokenizer import Tokenizer
-from seq2seq_lstm.train import train
+from seq2seq_lstm.files import atomic_write_text
+from seq2seq_lstm.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"

@@ -10,8 +10,9 @@ import sacrebleu
 from click.testing import CliRunner
 from test_evaluate import HYPS, README_HYPS, README_REFS, REFS, available_tokenizers
 
-from seq2seq_lstm import evaluate as ev
 from seq2seq_lstm.cli import main
+from seq2seq_lstm.scoring import metrics as ev
+from seq2seq_lstm.scoring import significance
 
 BASELINE = [
     "The cat on mat.",
@@ -356,7 +357,7 @@ def test_counts_are_bounded(corpus, args, option, top):
 def test_a_significance_test_too_big_for_memory_stops_before_it_starts(corpus, monkeypatch):
     # the real limit (4 GiB) is reached by e.g. 100000 resamples of 5000 sentences; a 1 MiB limit shows
     # the same refusal on 6 sentences without allocating anything
-    monkeypatch.setattr(ev, "PAIRED_MEMORY_LIMIT", 2**20)
+    monkeypatch.setattr(significance, "PAIRED_MEMORY_LIMIT", 2**20)
     assert s2s_error("evaluate", "hyp.txt", "ref1.txt", "--baseline", "base.txt", "-m", "chrf") == (
         1,
         "Error: --paired-bs-n 1000 on 6 sentences would take about 2 MiB of memory (the limit is 1 MiB); "
@@ -367,4 +368,7 @@ def test_a_significance_test_too_big_for_memory_stops_before_it_starts(corpus, m
 def test_the_cli_repeats_the_library_bounds():
     from seq2seq_lstm.cli import evaluate as cli_evaluate
 
-    assert (cli_evaluate.MAX_PAIRED_N, cli_evaluate.MAX_CHRF_ORDER) == (ev.MAX_PAIRED_N, ev.MAX_CHRF_ORDER)
+    assert (cli_evaluate.MAX_PAIRED_N, cli_evaluate.MAX_CHRF_ORDER) == (
+        significance.MAX_PAIRED_N,
+        ev.MAX_CHRF_ORDER,
+    )

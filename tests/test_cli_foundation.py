@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from seq2seq_lstm.cli import main
-from seq2seq_lstm.tokenizer import Tokenizer
+from seq2seq_lstm.data.tokenizer import Tokenizer
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 CONFIG = f"""\

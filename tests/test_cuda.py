@@ -6,10 +6,10 @@ Skipped without a GPU (CI has none); run on a GPU machine with ``pytest tests/te
 import pytest
 import torch
 
-from seq2seq_lstm.cells import CELLS
 from seq2seq_lstm.config import ModelConfig
-from seq2seq_lstm.model import LanguageModel, Seq2Seq
-from seq2seq_lstm.search import beam_search, greedy_search
+from seq2seq_lstm.decoding.search import beam_search, greedy_search
+from seq2seq_lstm.model.cells import CELLS
+from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -9,22 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq_lstm import data
 from seq2seq_lstm.config import TokenizerConfig, load_config
-from seq2seq_lstm.data import (
+from seq2seq_lstm.data import corpus
+from seq2seq_lstm.data.batching import (
     Collator,
-    LMDataModule,
     TokenBatchSampler,
-    TranslationDataModule,
+    column_lengths,
     filter_by_length,
-    load_monolingual,
-    load_parallel,
     pack_batches,
     padding_ratio,
     tokenize,
 )
+from seq2seq_lstm.data.corpus import load_monolingual, load_parallel
+from seq2seq_lstm.data.datamodule import LMDataModule, TranslationDataModule
+from seq2seq_lstm.data.stats import corpus_stats
+from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.errors import UserError
-from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from seq2seq_lstm.vocab import BOS_ID, EOS_ID, PAD_ID
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY = FIXTURES / "tiny"
@@ -93,7 +94,7 @@ def test_jsonl_with_top_level_language_keys(tmp_path):
 
 
 def test_embedded_paths_resolve_inside_the_package(monkeypatch):
-    monkeypatch.setattr(data, "_corpora_root", lambda: FIXTURES / "corpora")
+    monkeypatch.setattr(corpus, "_corpora_root", lambda: FIXTURES / "corpora")
     ds = load_parallel("embedded:tiny-en-es/train", "en", "es", fmt="text")  # embedded is always TSV
     assert list(zip(ds["src"], ds["tgt"], strict=True)) == text_pairs()
     with pytest.raises(
@@ -210,12 +211,12 @@ def test_tokenize_with_worker_processes_gives_the_same_ids(tok):
 def test_length_filter_holds_its_bounds(tok):
     ds = tokenize(load_parallel(str(TINY / "train"), "en", "es"), tok)
     kept, report = filter_by_length(ds, 10, 19, 1.25)
-    s, t = data.column_lengths(kept, "src_ids"), data.column_lengths(kept, "tgt_ids")
+    s, t = column_lengths(kept, "src_ids"), column_lengths(kept, "tgt_ids")
     assert len(kept) == report.kept > 0 and report.total == len(ds)
     assert (s >= 10).all() and (t >= 10).all() and (s <= 19).all() and (t <= 19).all()
     assert (np.maximum(s, t) / np.minimum(s, t) <= 1.25).all()
     # every dropped pair broke a rule, and each rule's count matches a recount by hand
-    all_s, all_t = data.column_lengths(ds, "src_ids"), data.column_lengths(ds, "tgt_ids")
+    all_s, all_t = column_lengths(ds, "src_ids"), column_lengths(ds, "tgt_ids")
     short = (np.minimum(all_s, all_t) < 10).sum()
     long = ((np.minimum(all_s, all_t) >= 10) & (np.maximum(all_s, all_t) > 19)).sum()
     assert (report.too_short, report.too_long) == (short, long)
@@ -407,10 +408,10 @@ def test_filter_leaves_nothing(tok):
 
 
 def test_corpus_stats(tok):
-    stats = data.corpus_stats(tiny_cfg(), tok)
+    stats = corpus_stats(tiny_cfg(), tok)
     train = stats[0]
     assert [s.split for s in stats] == ["train", "valid"] and train.report.total == 46
-    lens = data.column_lengths(tokenize(load_parallel(str(TINY / "train"), "en", "es"), tok), "src_ids")
+    lens = column_lengths(tokenize(load_parallel(str(TINY / "train"), "en", "es"), tok), "src_ids")
     assert train.src_pieces == (pytest.approx(lens.mean()), lens.max())
     assert train.sentences_per_batch == pytest.approx(46 / train.batches)
     assert 0 < train.padding < train.padding_random

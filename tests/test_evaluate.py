@@ -1,4 +1,4 @@
-"""seq2seq_lstm.evaluate: scores equal sacrebleu's API and its published values; reading and ranking."""
+"""Scoring: scores equal sacrebleu's API and its published values; reading and ranking."""
 
 import math
 
@@ -6,8 +6,9 @@ import pytest
 import sacrebleu
 from sacrebleu.metrics import BLEU, CHRF, TER
 
-from seq2seq_lstm import evaluate as ev
 from seq2seq_lstm.errors import UserError
+from seq2seq_lstm.scoring import metrics as ev
+from seq2seq_lstm.scoring import significance, worst
 
 # sacrebleu's README example (its test/test_bleu.py): two reference streams, three sentences
 README_REFS = [
@@ -139,8 +140,8 @@ def test_aligned_text_output_lines_up_on_equals():
 def test_paired_bootstrap_equals_sacrebleu_paired_test_and_is_seeded():
     other = ["The cat on mat.", "A fox.", "", "Bonjour.", "我们去公园。", "It costs 4,000."]
     options = ev.ScoreOptions(metrics=("bleu",))
-    report = ev.paired_test(("base", other), [("sys", HYPS)], REFS, options, "bs", 200, seed=7)
-    again = ev.paired_test(("base", other), [("sys", HYPS)], REFS, options, "bs", 200, seed=7)
+    report = significance.paired_test(("base", other), [("sys", HYPS)], REFS, options, "bs", 200, seed=7)
+    again = significance.paired_test(("base", other), [("sys", HYPS)], REFS, options, "bs", 200, seed=7)
     assert report == again
     assert report.systems == ["Baseline: base", "sys"]
     base, system = report.scores["BLEU"]
@@ -148,20 +149,20 @@ def test_paired_bootstrap_equals_sacrebleu_paired_test_and_is_seeded():
     assert system.score == BLEU().corpus_score(HYPS, REFS).score
     assert system.mean is not None and system.ci > 0
     assert "bs:200|seed:7" in report.signatures["BLEU"]
-    other_seed = ev.paired_test(("base", other), [("sys", HYPS)], REFS, options, "bs", 200, seed=8)
+    other_seed = significance.paired_test(("base", other), [("sys", HYPS)], REFS, options, "bs", 200, seed=8)
     assert other_seed.scores["BLEU"][1].mean != system.mean
 
 
 def test_paired_test_rejects_seed_zero_that_sacrebleu_would_treat_as_unseeded():
     with pytest.raises(UserError, match="positive integer"):
-        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, ev.ScoreOptions(), "ar", 10, seed=0)
+        significance.paired_test(("b", HYPS), [("s", HYPS)], REFS, ev.ScoreOptions(), "ar", 10, seed=0)
 
 
 # ------------------------------------------------------------------------------------- worst sentences
 
 
 def test_worst_sentences_rank_by_first_metric():
-    reports = ev.worst_sentences(HYPS, REFS, ev.ScoreOptions(metrics=("bleu",)), n=2)
+    reports = worst.worst_sentences(HYPS, REFS, ev.ScoreOptions(metrics=("bleu",)), n=2)
     expected = sorted(
         range(len(HYPS)), key=lambda i: (sacrebleu.sentence_bleu(HYPS[i], [r[i] for r in REFS]).score, i)
     )
@@ -172,7 +173,9 @@ def test_worst_sentences_rank_by_first_metric():
 
 def test_worst_sentences_by_ter_are_the_highest():
     sources = [f"src {i}" for i in range(len(HYPS))]
-    reports = ev.worst_sentences(HYPS, REFS, ev.ScoreOptions(metrics=("ter", "bleu")), n=3, sources=sources)
+    reports = worst.worst_sentences(
+        HYPS, REFS, ev.ScoreOptions(metrics=("ter", "bleu")), n=3, sources=sources
+    )
     scores = [r.result.score for r in reports]
     assert scores == sorted(scores, reverse=True)
     assert reports[0].line == 3 and reports[0].result.score == 100.0  # empty hypothesis: every word deleted
@@ -253,17 +256,17 @@ def test_options_bound_the_chrf_orders():
 def test_paired_test_refuses_counts_and_memory_beyond_its_bounds(monkeypatch):
     options = ev.ScoreOptions()
     with pytest.raises(UserError, match=r"^--paired-bs-n is 100001; give 1 to 100000 resamples$"):
-        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 100_001)
+        significance.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 100_001)
     with pytest.raises(UserError, match=r"^--paired-ar-n is 100001; give 1 to 100000 trials$"):
-        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "ar", 100_001)
+        significance.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "ar", 100_001)
     # 10**8 resamples of 10 sentences: sacrebleu's first array alone is 37 GiB of float32 statistics
-    assert ev.paired_memory("bs", 10**8, 10, options) > 37 * 2**30
+    assert significance.paired_memory("bs", 10**8, 10, options) > 37 * 2**30
     # 1000 resamples of these 6 sentences take about 1.8 MB: under a 1 MiB limit they are refused up front
-    monkeypatch.setattr(ev, "PAIRED_MEMORY_LIMIT", 2**20)
+    monkeypatch.setattr(significance, "PAIRED_MEMORY_LIMIT", 2**20)
     with pytest.raises(UserError) as error:
-        ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 1000)
+        significance.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 1000)
     assert str(error.value) == (
         "--paired-bs-n 1000 on 6 sentences would take about 2 MiB of memory (the limit is 1 MiB); "
         "give at most 586 resamples"
     )
-    assert ev.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 586).n_samples == 586
+    assert significance.paired_test(("b", HYPS), [("s", HYPS)], REFS, options, "bs", 586).n_samples == 586

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq_lstm import loss as loss_module
-from seq2seq_lstm.loss import cross_entropy_sums
+from seq2seq_lstm.training import loss as loss_module
+from seq2seq_lstm.training.loss import cross_entropy_sums
 
 PAD = 0
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seq2seq_lstm import cells
 from seq2seq_lstm.config import Config, ModelConfig
-from seq2seq_lstm.decoder import Decoder, DecoderState
-from seq2seq_lstm.encoder import Encoder, reverse_padded
 from seq2seq_lstm.errors import ConfigError
-from seq2seq_lstm.model import LanguageModel, Seq2Seq, build_model, count_parameters, model_summary
+from seq2seq_lstm.model import cells
+from seq2seq_lstm.model.decoder import Decoder, DecoderState
+from seq2seq_lstm.model.encoder import Encoder, reverse_padded
+from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq, build_model, count_parameters, model_summary
 
 SRC_V, TGT_V = 17, 19
 
@@ -68,7 +68,7 @@ def test_decoding_encodes_without_onednn_and_gives_the_training_numbers(monkeypa
         seen.append(torch.backends.mkldnn.enabled)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("seq2seq_lstm.encoder.run_lstm", spy)
+    monkeypatch.setattr("seq2seq_lstm.model.encoder.run_lstm", spy)
     with torch.no_grad():
         train_memory = enc.train()(src, lens)[0]
         eval_memory = enc.eval()(src, lens)[0]
@@ -267,7 +267,7 @@ def test_language_model_forward_equals_step_loop_and_gets_gradients(cell):
 
 
 def test_cells_are_selected_per_model():
-    from seq2seq_lstm.cells import CIFGLSTMCell, PeepholeLSTMCell
+    from seq2seq_lstm.model.cells import CIFGLSTMCell, PeepholeLSTMCell
 
     peep = Seq2Seq(tiny(cell="peephole"), SRC_V, TGT_V)
     cifg = LanguageModel(tiny(cell="cifg"), TGT_V)
@@ -359,8 +359,8 @@ def test_bf16_autocast_trains_and_stays_close_to_fp32(cell, input_feeding, bf16_
 def test_log_probs_in_blocks_of_rows_are_the_whole_batchs(dtype, monkeypatch):
     """Decoder._log_probs takes the output layer and log-softmax a block of rows at a time on the CPU;
     each row gets the numbers of the one-block computation (int8: bit for bit)."""
-    from seq2seq_lstm import decoder as decoder_module
-    from seq2seq_lstm.quantize import convert_weights
+    from seq2seq_lstm.decoding.quantize import convert_weights
+    from seq2seq_lstm.model import decoder as decoder_module
 
     torch.manual_seed(6)
     model = convert_weights(Seq2Seq(tiny(emb_dim=16, hidden_size=32), SRC_V, 500).eval(), dtype)

@@ -6,12 +6,18 @@ import io
 import pytest
 import torch
 
-from seq2seq_lstm.cells import CELLS
 from seq2seq_lstm.config import ModelConfig
-from seq2seq_lstm.encoder import CellLSTM, Encoder
+from seq2seq_lstm.decoding.quantize import (
+    Int8Cell,
+    Int8Linear,
+    cells_from_lstm,
+    convert_weights,
+    encoder_cells,
+)
 from seq2seq_lstm.errors import UserError
-from seq2seq_lstm.model import LanguageModel, Seq2Seq
-from seq2seq_lstm.quantize import Int8Cell, Int8Linear, cells_from_lstm, convert_weights, encoder_cells
+from seq2seq_lstm.model.cells import CELLS
+from seq2seq_lstm.model.encoder import CellLSTM, Encoder
+from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq
 
 B, I, H = 6, 24, 32
 

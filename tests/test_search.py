@@ -6,11 +6,10 @@ import pytest
 import torch
 from toy_decoders import BOS, EOS, UNK, RowCounter, ScriptedDecoder, ToyDecoder, pad, random_sources
 
-from seq2seq_lstm import search
 from seq2seq_lstm.config import LENGTH_PENALTIES
-from seq2seq_lstm.errors import UserError
-from seq2seq_lstm.search import (
-    EnsembleDecoder,
+from seq2seq_lstm.decoding import search as search
+from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
+from seq2seq_lstm.decoding.search import (
     beam_search,
     beam_step,
     filter_logits,
@@ -20,6 +19,7 @@ from seq2seq_lstm.search import (
     sample,
     top_k,
 )
+from seq2seq_lstm.errors import UserError
 
 A, B_ = 4, 5  # the two content tokens of the scripted tables ("a" and "b")
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from seq2seq_lstm.config import ModelConfig
-from seq2seq_lstm.decoder import Decoder
-from seq2seq_lstm.model import LanguageModel, Seq2Seq
-from seq2seq_lstm.quantize import convert_weights
-from seq2seq_lstm.shared_weight import SharedLinear
+from seq2seq_lstm.decoding.quantize import convert_weights
+from seq2seq_lstm.model.decoder import Decoder
+from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq
+from seq2seq_lstm.model.shared_weight import SharedLinear
 
 
 def recurrence(weight, xs, h, linear):

@@ -10,16 +10,17 @@ from test_translate import TINY, make_run, same
 
 from seq2seq_lstm.checkpoint import RunDir
 from seq2seq_lstm.cli import main
-from seq2seq_lstm.errors import CheckpointError
-from seq2seq_lstm.shortlist import (
+from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.decoding.shortlist import (
     RESTRICT_MIN_SENTENCES,
     SPECIALS,
     Shortlist,
     ShortlistDecoder,
     ibm_model1,
 )
-from seq2seq_lstm.tokenizer import BOS_ID, Tokenizer
-from seq2seq_lstm.translate import Sampling, Translator
+from seq2seq_lstm.errors import CheckpointError
+from seq2seq_lstm.inference.translator import Sampling, Translator
+from seq2seq_lstm.vocab import BOS_ID
 
 SIZE = 40  # of the tiny run's 120 pieces
 

@@ -13,20 +13,13 @@ from click.testing import CliRunner
 from torch import nn
 
 from seq2seq_lstm.config import TokenizerConfig
-from seq2seq_lstm.decoder import DecoderState
-from seq2seq_lstm.suggest import (
-    EITHER,
-    GLUED,
-    SPACE,
-    PieceTable,
-    Suggester,
-    Suggestion,
-    Typed,
-    parse_typed,
-    word_spans,
-)
-from seq2seq_lstm.suggest_eval import evaluate_suggestions, simulate_keystrokes
-from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID, Tokenizer
+from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.model.decoder import DecoderState
+from seq2seq_lstm.suggest.keystrokes import evaluate_suggestions, simulate_keystrokes
+from seq2seq_lstm.suggest.pieces import PieceTable
+from seq2seq_lstm.suggest.suggester import Suggester, Suggestion
+from seq2seq_lstm.suggest.words import EITHER, GLUED, SPACE, Typed, parse_typed, word_spans
+from seq2seq_lstm.vocab import BOS_ID, EOS_ID
 
 # A tiny corpus with one strong habit: "a cup of" is followed by "tea" 4 times out of 5.
 SENTENCES = [
@@ -219,7 +212,7 @@ def _brute_force(model, max_word_pieces: int) -> dict[str, float]:
     A sequence decides the next word when its text is " " + w followed by a non-word character, or
     is " " + w followed by </s>; summing over the *shortest* deciding sequences counts disjoint events.
     """
-    from seq2seq_lstm.suggest import is_word_char
+    from seq2seq_lstm.suggest.words import is_word_char
 
     def status(text: str):
         """None: undecided; "" : no word; else the word."""
@@ -452,7 +445,7 @@ def test_prefetch_gives_way_to_a_waiting_keystroke(trained, tokenizer):
 
 def test_a_full_node_cache_keeps_working(trained, tokenizer, monkeypatch):
     """With room for only a few stepped sequences, eviction keeps what the step needs: same answers."""
-    import seq2seq_lstm.suggest as suggest_module
+    import seq2seq_lstm.suggest.suggester as suggest_module
 
     monkeypatch.setattr(suggest_module, "MAX_CACHED_SEQUENCES", 12)
     session = trained.session()
@@ -515,7 +508,7 @@ def test_100k_characters_are_bounded_work(trained, monkeypatch):
 @pytest.fixture(scope="module")
 def real_lm(tokenizer):
     from seq2seq_lstm.config import ModelConfig
-    from seq2seq_lstm.model import LanguageModel
+    from seq2seq_lstm.model.seq2seq import LanguageModel
 
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=32, hidden_size=48, dec_layers=1, dropout=0.0, cell="cifg", tie_output=True)
@@ -533,13 +526,13 @@ def test_faster_weight_types_keep_the_suggestions(real_lm, tokenizer, dtype):
     """bfloat16 and int8 weights change probabilities by rounding only: same words, close values."""
     import copy
 
+    from seq2seq_lstm.decoding.quantize import convert_weights
     from seq2seq_lstm.errors import UserError
-    from seq2seq_lstm.quantize import convert_weights
 
     exact = Suggester(real_lm, tokenizer)
     fast = Suggester(convert_weights(copy.deepcopy(real_lm), dtype), tokenizer)
     if dtype == "int8":
-        from seq2seq_lstm.quantize import Int8Linear
+        from seq2seq_lstm.decoding.quantize import Int8Linear
 
         assert isinstance(fast.model.decoder.generator, Int8Linear)
     else:
@@ -556,7 +549,7 @@ def test_faster_weight_types_keep_the_suggestions(real_lm, tokenizer, dtype):
 
 def _other_lm(tokenizer, seed: int):
     from seq2seq_lstm.config import ModelConfig
-    from seq2seq_lstm.model import LanguageModel
+    from seq2seq_lstm.model.seq2seq import LanguageModel
 
     torch.manual_seed(seed)
     cfg = ModelConfig(emb_dim=32, hidden_size=40, dec_layers=2, dropout=0.0, cell="lstm", tie_output=True)
@@ -564,7 +557,7 @@ def _other_lm(tokenizer, seed: int):
 
 
 def test_an_ensemble_of_a_model_with_itself_suggests_like_the_model(real_lm, tokenizer):
-    from seq2seq_lstm.search import EnsembleDecoder
+    from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
 
     single, twice = Suggester(real_lm, tokenizer), Suggester(EnsembleDecoder([real_lm, real_lm]), tokenizer)
     for text in ("", "She made a cup of ", "The wea"):
@@ -575,7 +568,7 @@ def test_an_ensemble_of_a_model_with_itself_suggests_like_the_model(real_lm, tok
 def test_an_ensemble_session_matches_fresh_runs_and_mixes_its_members(real_lm, tokenizer):
     """Two different models (CIFG, 1 layer; LSTM, 2 layers): the session's cached, concatenated states
     are the members' own, keystroke by keystroke; and the mixture is neither member."""
-    from seq2seq_lstm.search import EnsembleDecoder
+    from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
 
     other = _other_lm(tokenizer, seed=3)
     ensemble = Suggester(EnsembleDecoder([real_lm, other]), tokenizer)
@@ -613,8 +606,8 @@ def _lm_run(out, model, model_type: str = "unigram"):
 
 def test_suggester_loads_an_ensemble_of_run_directories(real_lm, tokenizer, tmp_path):
     from seq2seq_lstm.cli import main
+    from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
     from seq2seq_lstm.errors import CheckpointError
-    from seq2seq_lstm.search import EnsembleDecoder
 
     a = _lm_run(tmp_path / "a", real_lm)
     b = _lm_run(tmp_path / "b", _other_lm(tokenizer, seed=3))
@@ -638,7 +631,7 @@ def test_suggester_loads_an_ensemble_of_run_directories(real_lm, tokenizer, tmp_
 def test_translation_suggestions_are_conditioned_on_the_source(tokenizer):
     from seq2seq_lstm.config import ModelConfig
     from seq2seq_lstm.errors import UserError
-    from seq2seq_lstm.model import Seq2Seq
+    from seq2seq_lstm.model.seq2seq import Seq2Seq
 
     torch.manual_seed(0)
     cfg = ModelConfig(emb_dim=16, hidden_size=32, enc_layers=1, dec_layers=1, dropout=0.0)
@@ -717,8 +710,8 @@ def test_evaluation_metrics_by_hand():
 
 
 def test_evaluation_refuses_text_without_words_and_bootstrap_beyond_its_bounds(monkeypatch):
-    from seq2seq_lstm import suggest_eval
     from seq2seq_lstm.errors import UserError
+    from seq2seq_lstm.suggest import keystrokes as suggest_eval
 
     # before: a table of zeros (keystroke savings 100%, perplexity 1) for nothing scored
     for sentences in ([], ["", "   "], ["...", "!?"]):
@@ -880,8 +873,8 @@ def test_cli_suggest_eval_refuses_a_file_without_words(cli_suggester, tmp_path, 
 
 
 def test_cli_suggest_eval_bounds_the_bootstrap(cli_suggester, tmp_path):
-    from seq2seq_lstm import suggest_eval
     from seq2seq_lstm.cli import suggest as cli_suggest
+    from seq2seq_lstm.suggest import keystrokes as suggest_eval
 
     test = tmp_path / "test.txt"
     test.write_text(SENTENCES[0] + "\n", encoding="utf-8")

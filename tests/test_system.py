@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from seq2seq_lstm.config import load_config
-from seq2seq_lstm.model import build_model
-from seq2seq_lstm.system import SYSTEMS, LanguageModelSystem, TranslationSystem, warmup_inverse_sqrt
-from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.model.seq2seq import build_model
+from seq2seq_lstm.training.system import SYSTEMS, LanguageModelSystem, TranslationSystem, warmup_inverse_sqrt
+from seq2seq_lstm.vocab import BOS_ID, EOS_ID, PAD_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "fixtures" / "tiny"

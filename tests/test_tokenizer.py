@@ -7,8 +7,9 @@ import pytest
 import sentencepiece as spm
 
 from seq2seq_lstm.config import TokenizerConfig
+from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.errors import UserError
-from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from seq2seq_lstm.vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 

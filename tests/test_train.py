@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from seq2seq_lstm.checkpoint import CKPT_KEY, RunDir, load_checkpoint_file, load_for_inference
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config
+from seq2seq_lstm.decoding.search import greedy_search
 from seq2seq_lstm.errors import CheckpointError, ConfigError, UserError
-from seq2seq_lstm.search import greedy_search
-from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID
-from seq2seq_lstm.train import train
+from seq2seq_lstm.training.trainer import train
+from seq2seq_lstm.vocab import BOS_ID, EOS_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -168,7 +168,7 @@ def test_training_again_into_a_used_directory_needs_resume_or_overwrite(tmp_path
 
 
 def test_a_config_that_decodes_with_a_shortlist_gets_one_built_by_training(tmp_path):
-    from seq2seq_lstm.translate import Translator
+    from seq2seq_lstm.inference.translator import Translator
 
     run = tmp_path / "run"
     train(tiny_config(run, "training.max_steps=2", "generation.shortlist=40", "generation.beam_size=2"))
@@ -248,7 +248,7 @@ def test_a_config_error_is_blamed_on_the_file_or_on_the_overrides_that_cause_it(
 
 def test_more_cpu_processes_than_cores_are_refused_before_anything_is_written(tmp_path, monkeypatch):
     # Lightning started 1000 gloo processes on a 2-core machine and hung after "TPU available"
-    from seq2seq_lstm.train import check_cpu_devices, check_trainer_options
+    from seq2seq_lstm.training.trainer import check_cpu_devices, check_trainer_options
 
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     cfg = tiny_config(tmp_path / "run", "training.devices=1000", "training.accelerator=cpu")
@@ -544,8 +544,8 @@ def _reverse_sets(data: Path) -> list[str]:
 
 def test_bf16_falls_back_to_fp32_on_a_cpu_without_bf16(tmp_path, monkeypatch):
     # emulated bf16 on an AVX2 CPU trains ~10x slower than fp32: a bf16 config runs in 32-true there
-    from seq2seq_lstm import cells
-    from seq2seq_lstm.train import cpu_precision
+    from seq2seq_lstm.model import cells
+    from seq2seq_lstm.training.trainer import cpu_precision
 
     cfg = tiny_config(tmp_path, "training.precision=bf16-mixed", "training.accelerator=cpu")
     monkeypatch.setattr(cells, "cpu_supports_bf16", lambda: False)

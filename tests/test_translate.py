@@ -26,11 +26,12 @@ from click.testing import CliRunner
 from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config, save_config
+from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.decoding.search import LENGTH_PENALTIES, beam_search
 from seq2seq_lstm.errors import UserError
-from seq2seq_lstm.model import Seq2Seq
-from seq2seq_lstm.search import LENGTH_PENALTIES, beam_search
-from seq2seq_lstm.tokenizer import BOS_ID, EOS_ID, Tokenizer
-from seq2seq_lstm.translate import Sampling, Translator, split_long
+from seq2seq_lstm.inference.translator import Sampling, Translator, split_long
+from seq2seq_lstm.model.seq2seq import Seq2Seq
+from seq2seq_lstm.vocab import BOS_ID, EOS_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests/fixtures/tiny"
@@ -238,7 +239,7 @@ def test_search_rows_stay_within_the_step_memory_limit(run_dir, lines, monkeypat
     """A step's (rows, V) log-probs (and kept attention) stay under STEP_MEMORY_LIMIT: a wide beam gets
     fewer sentences per batch (same translations), and a beam that alone would pass the limit is one
     clear error before anything is decoded."""
-    from seq2seq_lstm import translate as translate_module
+    from seq2seq_lstm.inference import translator as translate_module
 
     translator = Translator.from_checkpoint(run_dir, beam_size=4)
     vocab = translator.tokenizer.tgt_vocab_size

@@ -56,8 +56,8 @@ def stats(config_path: Path | None, overrides: tuple[str, ...], tokenizer_dir: P
 
     if not sys.stderr.isatty():
         datasets.disable_progress_bars()
-    from ..data import corpus_stats
-    from ..tokenizer import Tokenizer
+    from ..data.stats import corpus_stats
+    from ..data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(tokenizer_dir)
     rows = corpus_stats(cfg, tok, list(splits) or None)

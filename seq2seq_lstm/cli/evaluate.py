@@ -12,7 +12,7 @@ import math
 
 import click
 
-# the library's bounds (seq2seq_lstm.evaluate), repeated here so that --help need not import sacrebleu
+# the library's bounds (seq2seq_lstm.scoring.metrics), repeated here so that --help need not import sacrebleu
 MAX_PAIRED_N = 100_000
 MAX_CHRF_ORDER = 100
 
@@ -30,7 +30,7 @@ class LazyChoice(click.Choice):
 
 
 def _tokenizers() -> tuple[str, ...]:
-    from ..evaluate import tokenizer_names
+    from ..scoring.metrics import tokenizer_names
 
     return tokenizer_names()
 
@@ -42,7 +42,7 @@ def _smooth_methods() -> tuple[str, ...]:
 
 
 def _parse_metrics(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    from ..evaluate import METRICS
+    from ..scoring.metrics import METRICS
 
     names = tuple(v.strip().lower() for v in value.split(",") if v.strip())
     for name in names:
@@ -100,7 +100,7 @@ def bleu_options(f):
 
 
 def _options(metrics: tuple[str, ...], kw: dict):
-    from ..evaluate import ScoreOptions
+    from ..scoring.metrics import ScoreOptions
 
     return ScoreOptions(metrics=metrics, **kw)
 
@@ -215,8 +215,11 @@ def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, 
     HYP may be - to read standard input. With --checkpoint DIR --source SRC give only REF files:
     the model's translation of SRC is scored.
     """
-    from .. import evaluate as ev
     from ..errors import UserError
+    from ..inference.translator import translate_source
+    from ..scoring import metrics as sm
+    from ..scoring import significance as sig
+    from ..scoring import worst as sw
 
     if paired_bs and paired_ar:
         raise UserError("--paired-bs and --paired-ar are two different tests; pass one of them")
@@ -230,7 +233,7 @@ def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, 
         if len(files) < 2:
             raise UserError("give HYP and at least one REF file (or --checkpoint DIR --source SRC and REF)")
         hyp_path, ref_paths = files[0], list(files[1:])
-    if ev.STDIN in ref_paths + list(baselines) + [source_path]:
+    if sm.STDIN in ref_paths + list(baselines) + [source_path]:
         raise UserError("only HYP may be - (standard input)")
     if sentence_level and baselines:
         raise UserError("significance tests need corpus scores; drop --sentence-level or --baseline")
@@ -244,47 +247,47 @@ def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, 
             "add --baseline OTHER_HYP"
         )
 
-    source = ev.read_lines(source_path, "source") if source_path else None
-    refs = [ev.read_lines(p, "reference") for p in ref_paths]
+    source = sm.read_lines(source_path, "source") if source_path else None
+    refs = [sm.read_lines(p, "reference") for p in ref_paths]
     if hyp_path is None:
-        ev.check_aligned([source, *refs])
-        hyp = ev.TextFile(
-            "hypothesis", f"translation of {source.name}", ev.translate_source(checkpoint, source.lines)
+        sm.check_aligned([source, *refs])
+        hyp = sm.TextFile(
+            "hypothesis", f"translation of {source.name}", translate_source(checkpoint, source.lines)
         )
     else:
-        hyp = ev.read_lines(hyp_path, "hypothesis")
-    others = [ev.read_lines(p, "baseline") for p in baselines]
-    ev.check_aligned([hyp, *refs, *([source] if source else []), *others])
+        hyp = sm.read_lines(hyp_path, "hypothesis")
+    others = [sm.read_lines(p, "baseline") for p in baselines]
+    sm.check_aligned([hyp, *refs, *([source] if source else []), *others])
     references = [r.lines for r in refs]
 
     blocks: list[str] = []
     document: dict = {}
     if sentence_level:
-        rows = ev.sentence_scores(hyp.lines, references, options)
+        rows = sm.sentence_scores(hyp.lines, references, options)
         blocks.append("\n".join(r.text(width) for row in rows for r in row))
         document["sentences"] = [[json.loads(r.json(width)) for r in row] for row in rows]
     else:
-        results = ev.corpus_scores(hyp.lines, references, options)
-        blocks.append(ev.format_scores_text(results, width))
+        results = sm.corpus_scores(hyp.lines, references, options)
+        blocks.append(sm.format_scores_text(results, width))
         document["scores"] = [json.loads(r.json(width)) for r in results]
     n_samples = paired_bs_n if paired == "bs" else paired_ar_n
     for other in others:
-        report = ev.paired_test(
+        report = sig.paired_test(
             (other.name, other.lines), [(hyp.name, hyp.lines)], references, options, paired, n_samples, seed
         )
-        blocks.append(ev.format_paired_text(report, width))
+        blocks.append(sig.format_paired_text(report, width))
         document.setdefault("paired", []).append(report.to_dict())
     if worst is not None:
-        reports = ev.worst_sentences(hyp.lines, references, options, worst, source.lines if source else None)
-        blocks.append(ev.format_worst_text(reports, len(hyp.lines), width))
+        reports = sw.worst_sentences(hyp.lines, references, options, worst, source.lines if source else None)
+        blocks.append(sw.format_worst_text(reports, len(hyp.lines), width))
         document["worst"] = [r.to_dict(width) for r in reports]
 
     if fmt == "text":
         click.echo("\n\n".join(blocks))
     elif set(document) == {"scores"}:
-        click.echo(ev.format_scores_json(results, width))  # exactly sacreBLEU's JSON
+        click.echo(sm.format_scores_json(results, width))  # exactly sacreBLEU's JSON
     else:
-        click.echo(ev.to_json(document))
+        click.echo(sw.to_json(document))
 
 
 @click.command("bleu")
@@ -293,10 +296,10 @@ def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, 
 @bleu_options
 def bleu(hyp, refs, width, **metric_kw) -> None:
     """Print corpus BLEU of HYP (- for standard input) against REF files: sacreBLEU's BLEU line."""
-    from .. import evaluate as ev
+    from ..scoring import metrics as sm
 
-    hyp_file = ev.read_lines(hyp, "hypothesis")
-    ref_files = [ev.read_lines(p, "reference") for p in refs]
-    ev.check_aligned([hyp_file, *ref_files])
-    (result,) = ev.corpus_scores(hyp_file.lines, [r.lines for r in ref_files], _options(("bleu",), metric_kw))
+    hyp_file = sm.read_lines(hyp, "hypothesis")
+    ref_files = [sm.read_lines(p, "reference") for p in refs]
+    sm.check_aligned([hyp_file, *ref_files])
+    (result,) = sm.corpus_scores(hyp_file.lines, [r.lines for r in ref_files], _options(("bleu",), metric_kw))
     click.echo(result.text(width))

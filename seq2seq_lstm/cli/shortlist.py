@@ -1,5 +1,5 @@
 """``s2s shortlist``: build a translation run's vocabulary shortlist (a thin layer over
-:func:`seq2seq_lstm.shortlist.build_shortlist`); ``s2s translate --shortlist N`` then uses it."""
+:func:`seq2seq_lstm.training.shortlist.build_shortlist`); ``s2s translate --shortlist N`` then uses it."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def shortlist(checkpoint: str, per_source: int, frequent: int, iterations: int) 
     writes CHECKPOINT/shortlist.safetensors; prints how many validation reference pieces a shortlist of
     500, 1000 and 2000 pieces per sentence keeps.
     """
-    from ..shortlist import build_shortlist
+    from ..training.shortlist import build_shortlist
 
     click.echo(
         build_shortlist(checkpoint, per_source=per_source, num_frequent=frequent, iterations=iterations)

@@ -81,7 +81,7 @@ def suggest(
     """
     import torch
 
-    from ..suggest import Suggester
+    from ..suggest.suggester import Suggester
 
     torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
     suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
@@ -177,10 +177,11 @@ def suggest_eval(
     characters, MRR, keystroke savings and per-word perplexity, with 95% bootstrap intervals."""
     import torch
 
-    from ..config import atomic_write_text
     from ..errors import UserError
-    from ..suggest import Suggester, word_spans
-    from ..suggest_eval import evaluate_suggestions
+    from ..files import atomic_write_text
+    from ..suggest.keystrokes import evaluate_suggestions
+    from ..suggest.suggester import Suggester
+    from ..suggest.words import word_spans
     from . import stdout_is_closed
 
     torch.set_num_threads(1)

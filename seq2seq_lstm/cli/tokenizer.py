@@ -118,8 +118,8 @@ def train(
         raise UserError(f"--out {out} is a file; give a directory")
     _quiet_datasets()
 
-    from ..data import load_monolingual, load_parallel, read_sentences
-    from ..tokenizer import Tokenizer
+    from ..data.corpus import load_monolingual, load_parallel, read_sentences
+    from ..data.tokenizer import Tokenizer
 
     if len(inputs) > 2:
         raise UserError(
@@ -171,7 +171,7 @@ _side_option = click.option(
 @click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
 def encode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
     """Split each line of INPUT_FILE (default: standard input) into pieces, one sentence per line."""
-    from ..tokenizer import Tokenizer
+    from ..data.tokenizer import Tokenizer
 
     tok = Tokenizer.load(model_dir)
     lines = [line.rstrip("\n") for line in input_file]
@@ -194,8 +194,8 @@ def decode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
 
     Special pieces (<pad>, <s>, </s>) are dropped; byte pieces are joined back into their characters.
     """
+    from ..data.tokenizer import Tokenizer
     from ..errors import UserError
-    from ..tokenizer import Tokenizer
 
     sp = Tokenizer.load(model_dir).sp(side)
     size, name = sp.get_piece_size(), getattr(input_file, "name", "<stdin>")

@@ -1,4 +1,5 @@
-"""``s2s train``: train a model from a YAML config (a thin layer over :func:`seq2seq_lstm.train.train`)."""
+"""``s2s train``: train a model from a YAML config
+(a thin layer over :func:`seq2seq_lstm.training.trainer.train`)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
     from ..checkpoint import RunDir
     from ..config import load_config
     from ..errors import UserError
-    from ..train import train as run_training
+    from ..training.trainer import train as run_training
 
     # our own logger only: Lightning's loggers already have a handler of their own. A handler left by
     # an earlier call in this process (tests, notebooks) would write to that call's stderr: replace it

@@ -1,5 +1,5 @@
 """``s2s translate``: translate a file or stdin with one checkpoint or an ensemble (a thin layer over
-:class:`seq2seq_lstm.translate.Translator`).
+:class:`seq2seq_lstm.inference.translator.Translator`).
 
 Files are read in blocks, each sorted by length into batches, and written in input order; a terminal
 is served line by line, each translation printed (and flushed) as soon as the line is typed.
@@ -197,7 +197,7 @@ def translate(
         )
     import torch
 
-    from ..translate import Sampling, Translator
+    from ..inference.translator import Sampling, Translator
 
     if threads:
         torch.set_num_threads(threads)
@@ -327,7 +327,7 @@ def _format(number: int, source: str, hyps: list, fmt: str, n_best: int) -> str:
 def _plot(directory: str, number: int, best) -> None:
     import logging
 
-    from ..attention_plot import plot_attention
+    from ..inference.attention_plot import plot_attention
 
     if best.attention is None:  # a chunked line, or an empty one (no model run)
         if best.chunks > 1:
@@ -346,7 +346,7 @@ def _plot(directory: str, number: int, best) -> None:
 
 def _write_atomically(path: Path, work) -> None:
     """Run ``work(file)`` on a temporary file next to ``path`` and rename it into place when it succeeds."""
-    from ..config import atomic_write
+    from ..files import atomic_write
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8", newline="\n") as f:

@@ -20,11 +20,11 @@ import itertools
 import torch
 from torch import Tensor, nn
 
+from ..config import Config, ModelConfig
+from ..errors import ConfigError
 from .cells import LSTMCell, init_lstm_forget_bias
-from .config import Config, ModelConfig
 from .decoder import BRIDGES, Decoder, DecoderState
 from .encoder import Encoder
-from .errors import ConfigError
 
 INIT_RANGE = 0.1  # OpenNMT-py's param_init
 FORGET_BIAS = 1.0  # Gers et al. 2000; Jozefowicz et al. 2015

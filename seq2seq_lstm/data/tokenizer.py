@@ -29,14 +29,13 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from .config import TokenizerConfig, atomic_write, plain_mode
-from .errors import UserError
+from ..config import TokenizerConfig
+from ..errors import UserError
+from ..files import atomic_write, plain_mode
+from ..vocab import BOS_ID, EOS_ID, PAD_ID, SPECIAL_PIECES, UNK_ID, WORD_BOUNDARY
 
 logger = logging.getLogger(__name__)
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>")  # in id order
-WORD_BOUNDARY = "\u2581"  # "▁": SentencePiece's marker for a space before a piece
 
 JOINT_FILE = "spm.model"
 SRC_FILE, TGT_FILE = "src.model", "tgt.model"

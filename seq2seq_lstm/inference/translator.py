@@ -17,7 +17,7 @@ What happens to a list of lines
   it lands in: the encoder packs its sequences and the searches keep every sentence's beams apart.
 - The search: beam search (``beam_size`` > 1), greedy search (``beam_size`` 1) or sampling (``sampling``
   given; ``n_best`` samples per sentence), with ``max_len = floor(max_len_a * source pieces +
-  max_len_b)`` per chunk and every other option of ``generation`` (see :mod:`seq2seq_lstm.search`).
+  max_len_b)`` per chunk and every other option of ``generation`` (see :mod:`seq2seq_lstm.decoding.search`).
   The maximum wins over ``min_len``: a chunk whose ``max_len`` is below ``min_len`` ends at ``max_len``
   with pieces the model predicts while EOS is banned, and a warning says how many lines that hit.
 - A forced target prefix (interactive translation: continue what a translator typed) applies to the
@@ -39,13 +39,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import GenerationConfig
-from .errors import CheckpointError, UserError
-from .quantize import convert_weights
-from .search import (
+from ..config import GenerationConfig
+from ..data.tokenizer import Tokenizer
+from ..decoding.ensemble import EnsembleDecoder
+from ..decoding.quantize import convert_weights
+from ..decoding.search import (
     TEMPERATURE_MAX,
     TEMPERATURE_MIN,
-    EnsembleDecoder,
     Hypothesis,
     beam_search,
     check_number,
@@ -54,8 +54,9 @@ from .search import (
     pad_ids,
     sample,
 )
-from .shortlist import Shortlist, ShortlistDecoder
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY, Tokenizer
+from ..decoding.shortlist import Shortlist, ShortlistDecoder
+from ..errors import CheckpointError, UserError
+from ..vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class Translator:
     ``models``: ``Seq2Seq`` modules over ``tokenizer``'s vocabularies (put in eval mode here);
     ``generation``: search options; ``sampling``: sample instead of searching; ``batch_sentences``:
     a cap on sentences per batch on top of ``generation.batch_tokens`` (0 = none); ``dtype``: a key
-    of :data:`seq2seq_lstm.quantize.DTYPES` for the weights.
+    of :data:`seq2seq_lstm.decoding.quantize.DTYPES` for the weights.
     """
 
     def __init__(
@@ -179,7 +180,7 @@ class Translator:
             raise ValueError("a Translator needs at least one model")
         if batch_sentences < 0:
             raise UserError(f"batch_sentences must be >= 0 (0 = no cap); got {batch_sentences}")
-        from .checkpoint import inference_device
+        from ..checkpoint import inference_device
 
         self.device = inference_device(device)
         self.models = [convert_weights(m.to(self.device).eval(), dtype) for m in models]
@@ -208,7 +209,7 @@ class Translator:
         ``overrides`` replace fields of the first run's ``generation`` section (``beam_size=1``, ...);
         an ensemble's members must share the first one's tokenizer.
         """
-        from .checkpoint import load_ensemble, locate_run
+        from ..checkpoint import load_ensemble, locate_run
 
         def translation_model(path, cfg, first) -> None:
             if cfg.task != "translation":
@@ -300,7 +301,8 @@ class Translator:
         return segments
 
     def _warn_min_len(self, segments: list[_Segment], lines: int) -> None:
-        """The maximum length wins over ``min_len`` (see :mod:`seq2seq_lstm.search`): say so when it does."""
+        """The maximum length wins over ``min_len`` (see :mod:`seq2seq_lstm.decoding.search`): say
+        so when it does."""
         g = self.generation
         if not g.min_len or not segments:
             return
@@ -450,3 +452,10 @@ class Translator:
             alignment=alignment,
             chunks=len(hyps),
         )
+
+
+def translate_source(checkpoint: str, sources: Sequence[str]) -> list[str]:
+    """Translate ``sources`` with the trained model in ``checkpoint`` (a run directory or weights file)."""
+    hypotheses = Translator.from_checkpoint(checkpoint).translate(list(sources))
+    assert len(hypotheses) == len(sources), "the translator must return one line per source line"
+    return hypotheses

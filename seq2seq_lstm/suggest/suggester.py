@@ -1,45 +1,9 @@
-"""Next-word suggestion head: whole-word top-k from subword pieces, keyboard style.
-
-A phone keyboard shows three words above the keys and updates them on every keystroke: the next word
-when a space was just typed, completions of the word being typed otherwise. The language model (or a
-translation model's decoder, conditioned on a source sentence) predicts SentencePiece pieces, so a
-word is a *sequence* of pieces and its probability has to be assembled:
-
-    P(word | context) = sum over piece sequences s that spell the word of
-                        P(s_1 .. s_n | context) * P(boundary | context, s)
-
-where a word ends where the next piece starts a new word (it carries "▁"), at punctuation, or at the
-end of the sentence; the boundary term is the probability mass of all such next pieces (``</s>``
-included). Different segmentations of one word ("▁the" vs "▁th" + "e") are different paths to the
-same word: their probabilities are added, each distinct piece sequence exactly once, because the
-beam holds distinct sequences and every sequence is finished at most once. Candidates come from a
-small beam over pieces (``generation.suggest_beam``), so the probabilities are lower bounds.
-
-When the text ends inside a word, the word is *not* tokenized as if complete: the context is cut back
-to the last word boundary and only pieces consistent with the typed characters are allowed (a piece's
-letters must be a prefix of the characters still to match, or those characters a prefix of its
-letters). Casing and punctuation stay as typed. Only the current sentence and at most
-``generation.suggest_context`` pieces of it are read, so any input length is bounded work.
-
-What counts as a word: a maximal run of word characters, i.e. anything but whitespace, punctuation,
-symbols and control characters, except that apostrophes inside a word belong to it ("don't", "I'm").
-:func:`word_spans` applies the same rule to plain text, so the evaluation splits test sentences into
-exactly the words the suggester can offer.
-
-    suggester = Suggester.from_checkpoint("runs/lm-en")
-    suggester.suggest("I would like to ")      # [Suggestion(word='go', prob=0.08), ...]
-    session = suggester.session()              # caches every state it stepped, and its answers
-    for i in range(1, len(text) + 1):
-        session.suggest(text[:i])              # each keystroke steps only pieces not seen before
-        session.prefetch(text[:i])             # idle time: work out the likely next keystrokes
-"""
+"""Suggester and its sessions: whole-word top-k from subword pieces."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -47,209 +11,15 @@ from os import PathLike
 import torch
 from torch import Tensor
 
-from .errors import CheckpointError, UserError
-from .quantize import convert_weights
-from .tokenizer import BOS_ID, EOS_ID, WORD_BOUNDARY
+from ..decoding.quantize import convert_weights
+from ..errors import CheckpointError, UserError
+from ..vocab import BOS_ID
+from .pieces import PieceTable
+from .words import GLUED, WORD, Typed, clean_word, parse_typed
 
-APOSTROPHES = frozenset("'\u2019")  # ' and ’ join the letters around them into one word
 MAX_CACHED_SEQUENCES = 2048  # piece sequences a session keeps (each holds V log-probs)
 MAX_CACHED_ANSWERS = 1024  # answers a session keeps (texts asked for or prefetched)
-MAX_WORD_CHARS = 48  # a "word" being typed that is longer than this gets no suggestions (bounded work)
 CHARS_PER_PIECE = 16  # only the last suggest_context * this many characters of the text are read
-
-# A sentence ends at . ! ? (with closing quotes or brackets) followed by whitespace, or at a line break.
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]\u2019\u201d]*\s+|\n")
-
-
-# ------------------------------------------------------------------------------------------------
-# Words in plain text
-
-
-def is_word_char(ch: str, first: bool = False) -> bool:
-    """Whether ``ch`` belongs to a word: not whitespace, punctuation, a symbol or a control character.
-
-    Apostrophes join a word only inside it (``first=False``): "don't" is one word, "'tis" starts at t.
-    """
-    if ch in APOSTROPHES:
-        return not first
-    return not ch.isspace() and unicodedata.category(ch)[0] not in "PSCZ"
-
-
-def word_spans(text: str) -> list[tuple[int, int]]:
-    """``(start, end)`` of every word in ``text``, by the same rule the suggester builds words with."""
-    spans, start = [], None
-    for i, ch in enumerate(text):
-        if start is None:
-            if is_word_char(ch, first=True):
-                start = i
-        elif not is_word_char(ch):
-            spans.append((start, i))
-            start = None
-    if start is not None:
-        spans.append((start, len(text)))
-    return spans
-
-
-# How the next word attaches to the context before it.
-SPACE = "space"  # after whitespace or at the start of a sentence: its first piece carries "▁"
-GLUED = "glued"  # right after punctuation, no space ("(hi"): its first piece has no "▁"
-EITHER = "either"  # after punctuation with nothing typed yet: ", word" or "(word"
-WORD = "word"  # inside a word (suggester only): pieces without "▁" that start with word characters
-
-
-@dataclass(frozen=True)
-class Typed:
-    """Typed text split where the suggester needs it."""
-
-    context: str  # the current sentence up to the last word boundary, trailing whitespace removed
-    partial: str  # characters typed of the current word ("" right after a space or punctuation)
-    join: str  # SPACE, GLUED or EITHER
-
-
-def _clean(text: str) -> str:
-    # Control and format characters (NUL, BEL, zero-width marks, lone surrogates) carry no words; drop
-    # them instead of feeding them to SentencePiece. Whitespace controls (\t, \n) stay: they separate.
-    return "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
-
-
-def parse_typed(text: str, max_chars: int, sentence_scope: bool = True) -> Typed | None:
-    """Split the text typed so far into context, partial word and how the next word joins.
-
-    Only the last ``max_chars`` characters are read (cut at whitespace). With ``sentence_scope`` the
-    context starts after the last sentence end, as the language model was trained on sentences.
-    Returns None when the partial word is longer than :data:`MAX_WORD_CHARS` (no suggestion fits).
-    """
-    was_cut = len(text) > max_chars
-    text = _clean(text[-max_chars:])
-    end = len(text)
-    while end > 0 and is_word_char(text[end - 1]):
-        end -= 1
-        if len(text) - end > MAX_WORD_CHARS:
-            return None
-    while end < len(text) and text[end] in APOSTROPHES:  # a word does not start with an apostrophe
-        end += 1
-    context, partial = text[:end], text[end:]
-    if was_cut:  # the window may start in the middle of a word: drop that piece of a word
-        first_space = re.search(r"\s", context)
-        context = context[first_space.end() :] if first_space else ""
-    if sentence_scope:
-        ends = [m.end() for m in _SENTENCE_END.finditer(context)]
-        if ends:
-            context = context[ends[-1] :]
-    if not context.strip():
-        return Typed("", partial, SPACE)
-    if context[-1].isspace():
-        return Typed(" ".join(context.split()), partial, SPACE)
-    return Typed(" ".join(context.split()), partial, GLUED if partial else EITHER)
-
-
-# ------------------------------------------------------------------------------------------------
-# Per-piece facts, computed once per vocabulary
-
-
-@dataclass(frozen=True)
-class Allowed:
-    """Pieces allowed next, as :meth:`PieceTable.allowed_after` caches them for the word beam."""
-
-    ids: Tensor  # (N,) long
-    id_list: list[int]  # the same ids, for Python lookups
-    close_at: list[int]  # positions in ids of pieces that end the word inside themselves ("▁etc.")
-    close_mask: Tensor | None  # (N,) bool, True at close_at; None when there are none
-
-
-class PieceTable:
-    """What every piece means for word building, as lists and boolean masks over the vocabulary (V,).
-
-    For a piece, ``lead`` is the run of word characters at its start (after "▁"); it ``closes`` the
-    word when punctuation follows inside the piece. Masks say which pieces may open a word after a
-    space, open a word glued to punctuation, continue a word, or mark the boundary after a word.
-    Byte-fallback, unknown and control pieces have no spelling: they never build a word (their mass
-    is simply not counted), and only ``</s>`` among them is a boundary.
-    """
-
-    def __init__(self, sp) -> None:
-        vocab = sp.get_piece_size()
-        self.leads: list[str] = [""] * vocab
-        flags = {
-            name: torch.zeros(vocab, dtype=torch.bool) for name in ("space", "bare", "cont", "glued", "close")
-        }
-        boundary = torch.zeros(vocab, dtype=torch.bool)
-        self.by_prefix: dict[str, list[int]] = {}  # every prefix of a lead -> pieces with that lead prefix
-        self.by_lead: dict[str, list[int]] = {}  # exact lead -> pieces
-        for i in range(vocab):
-            if sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i):
-                boundary[i] = i == EOS_ID
-                continue
-            piece = sp.id_to_piece(i)
-            starts = piece.startswith(WORD_BOUNDARY)
-            body = piece[1:] if starts else piece
-            n = 0
-            while n < len(body) and is_word_char(body[n], first=starts and n == 0):
-                n += 1
-            lead = body[:n]
-            self.leads[i] = lead
-            boundary[i] = starts or not lead  # "▁x", or punctuation right after the word
-            flags["space"][i] = starts and bool(lead)
-            flags["bare"][i] = starts and not body  # a lone "▁": the word's letters come in the next piece
-            flags["cont"][i] = not starts and bool(lead)
-            flags["glued"][i] = not starts and bool(lead) and body[0] not in APOSTROPHES
-            flags["close"][i] = bool(lead) and n < len(body)  # "o," would end the word inside the piece
-            if lead:
-                self.by_lead.setdefault(lead, []).append(i)
-                for j in range(1, n + 1):
-                    self.by_prefix.setdefault(lead[:j], []).append(i)
-        self.boundary = boundary
-        self.boundary_weights = boundary.float()  # P(boundary) = exp(log-probs) @ this, one small GEMV
-        bare = flags["bare"]
-        # phase -> pieces that may come next; a lone "▁" leads to the GLUED phase (letters without "▁")
-        self.allowed = {
-            SPACE: flags["space"] | bare,
-            GLUED: flags["glued"],
-            EITHER: flags["space"] | bare | flags["glued"],
-            WORD: flags["cont"],
-        }
-        self.bare = bare.tolist()
-        # the same facts as Python lists, for looking up the few pieces that match typed letters
-        self._allowed_lists = {phase: mask.tolist() for phase, mask in self.allowed.items()}
-        self._close_list = flags["close"].tolist()
-        self._bare_ids = bare.nonzero().squeeze(1).tolist()
-        self._ids: dict[tuple[str, str, bool], Allowed] = {}
-
-    def allowed_after(self, phase: str, rest: str, exact: bool) -> Allowed:
-        """The pieces that may come next in ``phase`` with ``rest`` still to be typed (cached per key).
-
-        Ids, not a mask: inside a word only a few hundred of the V pieces qualify (fewer once letters
-        are typed), and picking the best among those is much cheaper than masking all V.
-
-        With letters to match, a piece qualifies if its lead starts with ``rest`` (it finishes the typed
-        part; with ``exact`` the lead must equal it), or if its lead is a proper prefix of ``rest`` and
-        it does not close the word (more pieces must follow). A lone "▁" spells nothing and is always
-        consistent. These candidates are looked up by lead, never by scanning the vocabulary: a
-        keystroke inside a word meets new ``rest`` strings, and a scan of all V cost ~0.1 ms each.
-        """
-        key = (phase, rest, exact)
-        allowed = self._ids.get(key)
-        if allowed is None:
-            if len(self._ids) > 4096:
-                self._ids.clear()
-            ok = self._allowed_lists[phase]
-            if not rest:  # the typed part is complete: any continuation, unless the word must be exactly it
-                id_list = [] if exact else self.allowed[phase].nonzero().squeeze(1).tolist()
-            else:
-                finish = self.by_lead.get(rest, []) if exact else self.by_prefix.get(rest, [])
-                leads = [self.by_lead.get(rest[:j], []) for j in range(1, len(rest))]
-                partial = self._bare_ids + [i for ids in leads for i in ids]
-                close = self._close_list
-                chosen = {i for i in finish if ok[i]} | {i for i in partial if ok[i] and not close[i]}
-                id_list = sorted(chosen)
-            ids = torch.tensor(id_list, dtype=torch.long)
-            close_at = [n for n, i in enumerate(id_list) if self._close_list[i]]
-            close_mask = None
-            if close_at:
-                close_mask = torch.zeros(len(id_list), dtype=torch.bool)
-                close_mask[close_at] = True
-            allowed = self._ids[key] = Allowed(ids, id_list, close_at, close_mask)
-        return allowed
 
 
 # ------------------------------------------------------------------------------------------------
@@ -337,11 +107,11 @@ class Suggester:
         cls, directories: str | PathLike | Sequence[str | PathLike], dtype: str = "float32"
     ) -> Suggester:
         """Load a trained language or translation model for suggestion (CPU, eval mode), its weights
-        converted to ``dtype`` (one of :data:`seq2seq_lstm.quantize.DTYPES`); several run directories
+        converted to ``dtype`` (one of :data:`seq2seq_lstm.decoding.quantize.DTYPES`); several run directories
         make an ensemble (the mean of the members' next-piece probabilities), whose members must share
         one task and tokenizer; the first one's ``generation`` settings apply."""
-        from .checkpoint import load_ensemble
-        from .search import EnsembleDecoder
+        from ..checkpoint import load_ensemble
+        from ..decoding.ensemble import EnsembleDecoder
 
         def same_task(path, cfg, first) -> None:
             if first is not None and cfg.task != first[1].task:
@@ -397,7 +167,7 @@ class SuggestSession:
                     raise UserError(
                         "a translation model suggests words of a translation: give the source sentence"
                     )
-                src_ids = suggester.tokenizer.encode_src([_clean(source)])[0][: suggester.max_source]
+                src_ids = suggester.tokenizer.encode_src([clean_word(source)])[0][: suggester.max_source]
                 src = torch.tensor([src_ids], dtype=torch.long)  # (1, S)
                 state = model.start(src, torch.tensor([len(src_ids)], dtype=torch.long))
             else:
@@ -671,7 +441,7 @@ def _add(words: dict[str, float], word: str, logp: float) -> None:
 def _batch_dims(state) -> dict[str, int] | list:
     """Which dimension of each tensor field of a state dataclass is the batch (read off ``reorder``);
     for an ensemble's state, the list of its members' dims."""
-    from .search import EnsembleState
+    from ..decoding.ensemble import EnsembleState
 
     if isinstance(state, EnsembleState):
         return [_batch_dims(member) for member in state.states]

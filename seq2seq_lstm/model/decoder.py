@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..vocab import PAD_ID
 from .attention import ATTENTIONS
 from .cells import CELLS, Activation, LayerStates, StackedCell, run_lstm
 from .shared_weight import SharedLinear, compute_dtype
-from .tokenizer import PAD_ID
 
 # logits per block of rows in Decoder._log_probs (CPU): about one core's L2 cache
 LOGIT_BLOCK_BYTES = 2**20
@@ -180,7 +180,9 @@ class Decoder(nn.Module):
             nn.Linear(hidden_size, emb_dim, bias=False) if tie_output and emb_dim != hidden_size else None
         )
         self.gate_table: Tensor | None = None  # inference only: cache_input_gates()
-        self.tanh: Activation = torch.tanh  # int8 inference computes it otherwise (seq2seq_lstm.quantize)
+        self.tanh: Activation = (
+            torch.tanh
+        )  # int8 inference computes it otherwise (seq2seq_lstm.decoding.quantize)
         self.generator = nn.Linear(emb_dim if self.out_proj is not None else hidden_size, vocab_size)
         if tie_output:
             self.generator.weight = self.embed.weight
@@ -207,7 +209,7 @@ class Decoder(nn.Module):
         first = self.rnn.layers[0]
         if isinstance(self.emb_gates, nn.Linear):
             return F.linear(emb, self.emb_gates.weight, first.bias)
-        if self.emb_gates is not None:  # an int8 replacement (seq2seq_lstm.quantize) has no .weight
+        if self.emb_gates is not None:  # an int8 replacement (seq2seq_lstm.decoding.quantize) has no .weight
             return self.emb_gates(emb) + first.bias
         return first.input_gates(emb)
 
@@ -240,7 +242,7 @@ class Decoder(nn.Module):
 
     def _shared_recur(self):
         """``_recur`` for one teacher-forced loop that will be differentiated: the cells' weights and W_c
-        are shared over the T steps (:mod:`seq2seq_lstm.shared_weight`), so each is cast once and gets
+        are shared over the T steps (:mod:`seq2seq_lstm.model.shared_weight`), so each is cast once and gets
         one gradient product instead of T. Same equations as ``_recur``."""
         cells = self.rnn.shared_steps(first_input=self.input_feeding)
         w_c = None
@@ -324,7 +326,8 @@ class Decoder(nn.Module):
         self, tokens: Tensor, state: DecoderState
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """``step`` up to the output layer: tokens (B,) -> the generator's input (B, E or H), new state,
-        attention (B, S). A vocabulary shortlist (:mod:`seq2seq_lstm.shortlist`) applies its own rows."""
+        attention (B, S). A vocabulary shortlist
+        (:mod:`seq2seq_lstm.decoding.shortlist`) applies its own rows."""
         lookup = self.gate_table is not None and not self.fused and not self.training
         emb = None if lookup else F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
         if self.fused:

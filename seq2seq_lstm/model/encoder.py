@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..vocab import PAD_ID
 from .cells import CELLS, run_lstm
-from .tokenizer import PAD_ID
 
 State = tuple[Tensor, Tensor]
 

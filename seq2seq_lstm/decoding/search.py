@@ -57,8 +57,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from .config import ALPHA_MAX
-from .errors import UserError
+from ..config import ALPHA_MAX
+from ..errors import UserError
 
 NEG_INF = float("-inf")
 MAX_LEN = 2**31 - 1  # max_lengths caps a * S + b here: never reached, and no int64 overflow for a huge a
@@ -322,7 +322,7 @@ def sentence_done(
 def expand_beams(state: Any, index: Tensor, beams: int) -> Any:
     """``state.reorder(index)`` for ``index`` = each row repeated ``beams`` times, copies adjacent
     (``arange(B).repeat_interleave(beams)``): ``state.expand_beams(index, beams)`` where the state has
-    it (a :class:`~seq2seq_lstm.decoder.DecoderState` keeps its source side one row per sentence, shared
+    it (a :class:`~seq2seq_lstm.model.decoder.DecoderState` keeps its source side one row per sentence, shared
     by the beams), else ``reorder``."""
     if hasattr(state, "expand_beams"):
         return state.expand_beams(index, beams)
@@ -627,53 +627,6 @@ def sample(
         ban_unk=ban_unk, unk=unk, prefix=prefix, src_lens=src_lens, return_attention=return_attention,
         device=device,
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Ensembles
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EnsembleState:
-    """The members' states, reordered together."""
-
-    states: tuple
-
-    def reorder(self, index: Tensor, same_source: bool = False) -> EnsembleState:
-        return EnsembleState(tuple(s.reorder(index, same_source) for s in self.states))
-
-    def expand_beams(self, index: Tensor, beams: int) -> EnsembleState:
-        return EnsembleState(tuple(expand_beams(s, index, beams) for s in self.states))
-
-
-class EnsembleDecoder:
-    """Several decoders over one target vocabulary, decoded as one: the next-token distribution is the
-    mean of the members' PROBABILITIES, log(mean(exp(log_probs))), as in OpenNMT-py and fairseq. The
-    attention returned is the members' mean when all of them have one."""
-
-    def __init__(self, decoders: Sequence[Decoder]) -> None:
-        if not decoders:
-            raise ValueError("an ensemble needs at least one decoder")
-        self.decoders = list(decoders)
-
-    def eval(self) -> EnsembleDecoder:
-        """Put every member in eval mode (as ``nn.Module.eval``); returns the ensemble."""
-        for decoder in self.decoders:
-            decoder.eval()
-        return self
-
-    def start(self, *args: Any, **kwargs: Any) -> EnsembleState:
-        """Each member's ``start(...)`` with the same arguments (source batch, or batch size for LMs)."""
-        return EnsembleState(tuple(d.start(*args, **kwargs) for d in self.decoders))
-
-    def step(self, tokens: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState, Tensor | None]:
-        outs = [d.step(tokens, s) for d, s in zip(self.decoders, state.states, strict=True)]
-        stacked = torch.stack([log_probs.float() for log_probs, _, _ in outs])  # (M, N, V)
-        log_probs = torch.logsumexp(stacked, dim=0) - math.log(len(outs))
-        attns = [attn for _, _, attn in outs if attn is not None]
-        attn = torch.stack(attns).mean(dim=0) if len(attns) == len(outs) else None
-        return log_probs, EnsembleState(tuple(s for _, s, _ in outs)), attn
 
 
 # ---------------------------------------------------------------------------------------------------------

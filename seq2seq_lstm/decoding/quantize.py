@@ -10,7 +10,7 @@ embedding, its attentional and output layers, attention's projections, and the e
 (as cells too: torch's int8 LSTM would take its activation range from the whole batch) go to int8.
 The encoder's embedding (a table lookup), the bridge and the attention scores and weighted sums stay
 in float32: they run once per sentence or are cheap. Cells and the attentional layer compute tanh as
-2 sigmoid(2x) - 1 (:func:`~seq2seq_lstm.cells.tanh_via_sigmoid`).
+2 sigmoid(2x) - 1 (:func:`~seq2seq_lstm.model.cells.tanh_via_sigmoid`).
 
     model = convert_weights(model, "int8")   # in place for bfloat16; int8 swaps modules
 """
@@ -22,11 +22,11 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from .cells import LSTMCell, StackedCell, tanh_via_sigmoid
-from .config import DTYPES
-from .decoder import Decoder
-from .encoder import CellLSTM, Encoder, PackedLSTM
-from .errors import UserError
+from ..config import DTYPES
+from ..errors import UserError
+from ..model.cells import LSTMCell, StackedCell, tanh_via_sigmoid
+from ..model.decoder import Decoder
+from ..model.encoder import CellLSTM, Encoder, PackedLSTM
 
 # x (M, K) float32, its quantization scale and zero point, a packed int8 weight -> x W^T (M, N) float32
 _int8_product = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32
@@ -162,11 +162,11 @@ class Int8Embedding(nn.Module):
 
 
 class Int8Cell(nn.Module):
-    """A cell of :mod:`seq2seq_lstm.cells` whose matrix products run in int8 (:class:`Int8Linear`).
+    """A cell of :mod:`seq2seq_lstm.model.cells` whose matrix products run in int8 (:class:`Int8Linear`).
 
     Same interface as the cell (``input_gates``, ``forward(x, (h, c), x_gates)``, ``bias``); the gate
     math (standard, peephole or CIFG) is the wrapped cell's own, in float32, with tanh computed as
-    2 sigmoid(2x) - 1 (:func:`~seq2seq_lstm.cells.tanh_via_sigmoid`). With ``joint`` (a cell always
+    2 sigmoid(2x) - 1 (:func:`~seq2seq_lstm.model.cells.tanh_via_sigmoid`). With ``joint`` (a cell always
     called with an input ``x`` that, like h, is an LSTM or tanh output in [-1, 1]: upper layers, the
     input-fed first layer) ``[x; h]`` goes through one product with ``[W_ih W_hh]``: one kernel call
     instead of two, and one quantization range is right for both halves. Otherwise W_ih and W_hh are

@@ -1,10 +1,10 @@
 """LightningModules that train the models of ``model.py``: loss, metrics, optimizers; no model code.
 
-``TranslationSystem`` wraps a :class:`~seq2seq_lstm.model.Seq2Seq` and picks checkpoints by validation
+``TranslationSystem`` wraps a :class:`~seq2seq_lstm.model.seq2seq.Seq2Seq` and picks checkpoints by validation
 BLEU (decoded sentences scored with sacrebleu); ``LanguageModelSystem`` wraps a
-:class:`~seq2seq_lstm.model.LanguageModel` and picks them by validation perplexity. Both share:
+:class:`~seq2seq_lstm.model.seq2seq.LanguageModel` and picks them by validation perplexity. Both share:
 
-* loss: cross-entropy with label smoothing, padding ignored (:mod:`seq2seq_lstm.loss`: the sums of
+* loss: cross-entropy with label smoothing, padding ignored (:mod:`seq2seq_lstm.training.loss`: the sums of
   ``F.cross_entropy(label_smoothing=, ignore_index=PAD)``, faster on the CPU), divided by the batch's target
   tokens (so long and short batches weigh each token alike). Under DDP each process normalizes by its
   own tokens and DDP averages the gradients, which is exactly gradient accumulation over the same
@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import CKPT_KEY, save_checkpoint_info
-from .config import Config
-from .errors import UserError
+from ..checkpoint import CKPT_KEY, save_checkpoint_info
+from ..config import Config
+from ..data.tokenizer import Tokenizer
+from ..errors import UserError
+from ..vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .loss import cross_entropy_sums
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +353,7 @@ class TranslationSystem(Seq2SeqSystem):
     @torch.no_grad()
     def decode(self, src: Tensor, src_lens: Tensor) -> list[str]:
         """Detokenized best translation of each source row (beam search when generation.beam_size > 1)."""
-        from .search import beam_search, greedy_search, max_lengths
+        from ..decoding.search import beam_search, greedy_search, max_lengths
 
         g = self.cfg.generation
         max_len = max_lengths(src_lens, g.max_len_a, g.max_len_b)

@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from .checkpoint import (
+from ..checkpoint import (
     CKPT_KEY,
     RunDir,
     check_state_dict,
@@ -38,8 +38,8 @@ from .checkpoint import (
     locate_run,
     model_state_from_checkpoint,
 )
-from .config import Config, TrainingConfig, load_config, save_config
-from .errors import CheckpointError, ConfigError, UserError
+from ..config import Config, TrainingConfig, load_config, save_config
+from ..errors import CheckpointError, ConfigError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,8 @@ def train(
 
     ``callbacks`` and ``trainer_kwargs`` are added to Lightning's Trainer (for tools and tests).
     """
-    from .data import LMDataModule, TranslationDataModule
-    from .model import build_model, model_summary
+    from ..data.datamodule import LMDataModule, TranslationDataModule
+    from ..model.seq2seq import build_model, model_summary
     from .system import SYSTEMS
 
     start = time.perf_counter()
@@ -245,7 +245,7 @@ def cpu_precision(t: TrainingConfig) -> str:
     bf16-mixed than in 32-true there, so a config written for AVX-512/AMX machines falls back (the run's
     config.yaml keeps what was asked for, so the same run resumed on such a machine uses bf16 again).
     """
-    from .cells import cpu_supports_bf16
+    from ..model.cells import cpu_supports_bf16
 
     if t.precision != "bf16-mixed" or not _on_cpu(t) or cpu_supports_bf16():
         return t.precision
@@ -335,7 +335,7 @@ def _global_rank() -> int:
 
 def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: int) -> Any:
     """Rank 0 writes the config and trains the tokenizer; other ranks wait until both are there."""
-    from .tokenizer import Tokenizer
+    from ..data.tokenizer import Tokenizer
 
     if resume:
         return Tokenizer.load(run.tokenizer)
@@ -358,7 +358,7 @@ def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: 
 
 def _copy_tokenizer(source: RunDir, run: RunDir) -> Any:
     """Fine-tuning keeps the vocabulary its weights were trained with: the source run's tokenizer."""
-    from .tokenizer import Tokenizer
+    from ..data.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(source.tokenizer)
     tokenizer.save(run.tokenizer)
@@ -410,8 +410,8 @@ def _wait_for(run: RunDir, cfg: Config) -> None:
 
 def train_tokenizer(cfg: Config, out_dir: Path) -> Any:
     """SentencePiece model(s) trained on the training split (source+target, or the LM text)."""
-    from .data import load_monolingual, load_parallel
-    from .tokenizer import Tokenizer
+    from ..data.corpus import load_monolingual, load_parallel
+    from ..data.tokenizer import Tokenizer
 
     d = cfg.data
     if not d.train:

@@ -38,7 +38,7 @@ def tanh_via_sigmoid(x: Tensor) -> Tensor:
     """tanh(x) as 2 sigmoid(2x) - 1: the same function (in float32 within 2e-7 of the exact value),
     faster where ``torch.tanh`` is slow. On the 2-core AMD EPYC (AVX-512) of the README's decoding
     figures one thread takes 211 us for ``torch.tanh`` of a (160, 512) float32 tensor and 60 us for
-    this; tanh was 7% of an int8 beam-search step. Used by int8 inference (seq2seq_lstm.quantize),
+    this; tanh was 7% of an int8 beam-search step. Used by int8 inference (seq2seq_lstm.decoding.quantize),
     whose products round far more than this; float32 keeps ``torch.tanh``, as in training."""
     return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
 
@@ -213,7 +213,7 @@ class StackedCell(nn.Module):
         self, first_input: bool
     ) -> Callable[[Tensor | None, LayerStates, Tensor | None], tuple[Tensor, LayerStates]]:
         """``forward`` for the steps of one differentiated loop over time, with each layer's weights
-        shared over the loop (:class:`~seq2seq_lstm.shared_weight.SharedLinear`): per layer and step one
+        shared over the loop (:class:`~seq2seq_lstm.model.shared_weight.SharedLinear`): per layer and step one
         product ``[x; h] @ [W_ih, W_hh]^T``, the weights cast once, and one weight-gradient product per
         layer after the loop instead of one per step. The same equations (``gate_math``); only the
         rounding differs. ``first_input``: whether the first layer gets an input ``x`` besides its

@@ -5,7 +5,7 @@ A *predictor* has ``session(source=None)``; a session has ``suggest(text, k) -> 
 the Kneser-Ney baseline in ``benchmarks/kneser_ney_baseline.py`` is another, scored by this same code.
 
 Each test sentence is typed from its first character; its words are the spans of
-:func:`~seq2seq_lstm.suggest.word_spans` (punctuation is not a word). For every word:
+:func:`~seq2seq_lstm.suggest.words.word_spans` (punctuation is not a word). For every word:
 
 - accuracy with ``c`` characters of the word typed (c = 0, 1, 2, 3): top-1 and top-3 hits of the word
   in the suggestions for ``sentence[:start + c]``, over the words longer than ``c`` (a word already
@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
-from .evaluate import memory_size
-from .suggest import word_spans
+from ..errors import UserError
+from ..scoring.significance import memory_size
+from .words import word_spans
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,305 @@
+"""Reading corpora from local files: text pairs, TSV, JSONL, parquet, embedded samples.
+
+One clear line per bad file."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from datasets import Dataset, Features, Value
+from datasets.exceptions import DatasetGenerationError
+
+from ..errors import UserError
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_PREFIX = "embedded:"
+FORMAT_BY_SUFFIX = {  # longest suffix first wins
+    ".tsv.gz": "tsv",
+    ".jsonl.gz": "jsonl",
+    ".json.gz": "jsonl",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+}
+_READER_VERSION = "1"  # bump when a reader changes what it yields, to invalidate cached Arrow files
+
+# --------------------------------------------------------------------------------------------------
+# Paths and formats
+
+
+def _corpora_root() -> Path:
+    # a real directory for an installed (or editable) package; zip imports are not supported
+    return Path(str(importlib.resources.files("seq2seq_lstm") / "corpora"))
+
+
+def embedded_corpus(name_split: str) -> Path:
+    """Path of ``seq2seq_lstm/corpora/NAME/SPLIT.tsv.gz`` for ``embedded:NAME/SPLIT``."""
+    root = _corpora_root()
+    name, _, split = name_split.partition("/")
+    path = root / name / f"{split}.tsv.gz"
+    if not (name and split) or not path.is_file():
+        available = sorted(
+            f"{EMBEDDED_PREFIX}{p.parent.name}/{p.name.removesuffix('.tsv.gz')}"
+            for p in root.glob("*/*.tsv.gz")
+        )
+        hint = f"available: {', '.join(available)}" if available else "this installation ships none"
+        raise UserError(f"no embedded corpus {EMBEDDED_PREFIX}{name_split}; {hint}")
+    return path
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """The format of a corpus path by its extension; anything else is a ``text`` prefix."""
+    name = str(path).lower()
+    return next((fmt for suffix, fmt in FORMAT_BY_SUFFIX.items() if name.endswith(suffix)), "text")
+
+
+def resolve_corpus(path: str, fmt: str = "auto") -> tuple[Path, str]:
+    """``(file or prefix, format)`` for a split path from the config (``embedded:`` resolved)."""
+    if not path:
+        raise UserError("empty corpus path; set data.train (and data.valid) to a file or prefix")
+    if path.startswith(EMBEDDED_PREFIX):
+        return embedded_corpus(path[len(EMBEDDED_PREFIX) :]), "tsv"
+    p = Path(path).expanduser()
+    return p, detect_format(p) if fmt == "auto" else fmt
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers: validate while streaming, yield rows with the 0-based line (row) number
+
+
+def _open_binary(path: Path):
+    if not path.is_file():
+        raise UserError(f"corpus file {path} does not exist")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _lines(path: Path, errors: str) -> Iterator[str]:
+    """Decoded lines without their line ending; invalid UTF-8 is an error naming file, line and byte."""
+    try:
+        with _open_binary(path) as f:
+            for n, raw in enumerate(f, start=1):
+                raw = raw.rstrip(b"\r\n")
+                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a UTF-8 byte-order mark is not part of the first sentence
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    if errors == "replace":
+                        yield raw.decode("utf-8", errors="replace")
+                    else:
+                        raise UserError(
+                            f"{path} line {n}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column "
+                            f"{e.start + 1}); fix the file or set data.encoding_errors=replace"
+                        ) from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise UserError(f"{path}: not a valid gzip file ({e})") from None
+
+
+def _read_aligned_text(paths: Sequence[Path], names: Sequence[str], errors: str) -> Iterator[dict]:
+    """Rows from line-aligned files, one column per file; different line counts are an error."""
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"corpus file {p} does not exist")
+    streams = [_lines(p, errors) for p in paths]
+    n = 0
+    while True:
+        row = [next(s, None) for s in streams]
+        if all(x is None for x in row):
+            return
+        if any(x is None for x in row):
+            counts = [n + (x is not None) + sum(1 for _ in s) for x, s in zip(row, streams, strict=True)]
+            detail = " but ".join(
+                f"{p} has {c} line{'' if c == 1 else 's'}" for p, c in zip(paths, counts, strict=True)
+            )
+            raise UserError(f"{detail}; aligned files need one sentence per line in each, in the same order")
+        yield {"line": n, **{k: x.strip() for k, x in zip(names, row, strict=True)}}
+        n += 1
+
+
+def _read_tsv(path: Path, columns: dict[str, str], errors: str) -> Iterator[dict]:
+    """Rows of a TSV whose header names the languages; fields are split on tabs only (no quoting)."""
+    lines = _lines(path, errors)
+    header = next(lines, None)
+    if header is None:
+        return
+    names = header.split("\t")
+    missing = [lang for lang in columns.values() if lang not in names]
+    if missing:
+        raise UserError(
+            f"{path} line 1: the header has columns {', '.join(names)} but no {' or '.join(missing)}; "
+            "the header must name the languages, or set data.src_lang / data.tgt_lang to its columns"
+        )
+    pos = {out: names.index(lang) for out, lang in columns.items()}
+    for n, text in enumerate(lines):
+        if not text.strip():
+            continue  # blank lines (a trailing one, say) are not rows
+        fields = text.split("\t")
+        if len(fields) != len(names):
+            raise UserError(
+                f"{path} line {n + 2}: {len(fields)} tab-separated fields but the header has {len(names)}; "
+                "sentences may not contain tabs"
+            )
+        yield {"line": n, **{out: fields[i].strip() for out, i in pos.items()}}
+
+
+def _read_jsonl(path: Path, columns: dict[str, str], errors: str) -> Iterator[dict]:
+    """Rows of JSON lines ``{"translation": {"en": ..., "de": ...}}`` or ``{"en": ..., "de": ...}``."""
+    for n, text in enumerate(_lines(path, errors)):
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} line {n + 1}: not valid JSON ({e.msg} at column {e.colno})") from None
+        pair = obj.get("translation", obj) if isinstance(obj, dict) else None
+        row = {"line": n}
+        for out, lang in columns.items():
+            value = pair.get(lang) if isinstance(pair, dict) else None
+            if not isinstance(value, str):
+                example = ", ".join(f'"{x}": "..."' for x in columns.values())
+                raise UserError(
+                    f'{path} line {n + 1}: no text for "{lang}"; expected {{"translation": {{{example}}}}}'
+                )
+            row[out] = value.strip()
+        yield row
+
+
+_READERS: dict[str, Callable[..., Iterator[dict]]] = {"tsv": _read_tsv, "jsonl": _read_jsonl}
+
+
+def _generate(
+    reader: str, paths: list[str], columns: dict[str, str], errors: str, stamp: str
+) -> Iterator[dict]:
+    # module-level so datasets can pickle it; `stamp` only keys the cache (size and mtime of the files)
+    del stamp
+    if reader == "text":
+        rows = _read_aligned_text([Path(p) for p in paths], list(columns), errors)
+    else:
+        rows = _READERS[reader](Path(paths[0]), columns, errors)
+    n = 0
+    for n, row in enumerate(rows, start=1):  # noqa: B007 (n counts the rows)
+        yield row
+    if n == 0:
+        # raised here because datasets cannot build a dataset from a generator that yields nothing
+        raise UserError(f"corpus {' / '.join(paths)} is empty: it has no sentences")
+
+
+def _stamp(paths: Sequence[Path]) -> str:
+    parts = []
+    for p in paths:
+        st = p.stat()
+        parts.append(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+def _from_reader(reader: str, paths: list[Path], columns: dict[str, str], errors: str) -> Dataset:
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"corpus file {p} does not exist")
+    stamp = _stamp(paths)
+    key = json.dumps([_READER_VERSION, reader, stamp, columns, errors])
+    features = Features({"line": Value("int64"), **{out: Value("string") for out in columns}})
+    try:
+        ds = Dataset.from_generator(
+            _generate,
+            features=features,
+            gen_kwargs={
+                "reader": reader,
+                "paths": tuple(str(p) for p in paths),
+                "columns": columns,
+                "errors": errors,
+                "stamp": stamp,
+            },
+            fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
+        )
+    except DatasetGenerationError as e:
+        # datasets wraps our readers' errors; the user needs our line, not its wrapper
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
+    return ds
+
+
+def _from_parquet(path: Path, columns: dict[str, str]) -> Dataset:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise UserError(f"corpus file {path} does not exist")
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(f"{path}: not a parquet file ({e})") from None
+    langs = list(columns.values())
+    if all(lang in schema.names for lang in langs):
+        sources = {lang: lang for lang in langs}
+    elif "translation" in schema.names and all(
+        isinstance(schema.field("translation").type, pa.StructType)
+        and schema.field("translation").type.get_field_index(lang) >= 0
+        for lang in langs
+    ):
+        sources = {lang: f"translation.{lang}" for lang in langs}
+    else:
+        raise UserError(
+            f"{path}: parquet columns are {', '.join(schema.names)}; expected columns "
+            f"{' and '.join(langs)} or a translation struct with those fields"
+        )
+    ds = Dataset.from_parquet(str(path))
+    if any("." in s for s in sources.values()):
+        ds = ds.flatten()
+    ds = ds.select_columns(list(sources.values()))
+    ds = ds.rename_columns({sources[lang]: out for out, lang in columns.items()})
+    if len(ds) == 0:
+        raise UserError(f"corpus {path} is empty: it has no sentences")
+
+    def clean(batch: dict, rows: list[int]) -> dict:
+        # nulls become empty sentences (dropped by the length filter); whitespace as in the other readers
+        return {"line": rows, **{out: [(x or "").strip() for x in batch[out]] for out in columns}}
+
+    ds = ds.map(clean, batched=True, with_indices=True, desc="Reading parquet")
+    return ds.select_columns(["line", *columns])
+
+
+def load_parallel(
+    path: str, src_lang: str, tgt_lang: str, fmt: str = "auto", encoding_errors: str = "strict"
+) -> Dataset:
+    """A parallel corpus as a Dataset with columns ``line`` (row in the file), ``src``, ``tgt``."""
+    p, fmt = resolve_corpus(path, fmt)
+    columns = {"src": src_lang, "tgt": tgt_lang}
+    if fmt == "text":
+        files = [Path(f"{p}.{src_lang}"), Path(f"{p}.{tgt_lang}")]
+        return _from_reader("text", files, columns, encoding_errors)
+    if fmt == "parquet":
+        return _from_parquet(p, columns)
+    return _from_reader(fmt, [p], columns, encoding_errors)
+
+
+def load_monolingual(path: str, lang: str, fmt: str = "auto", encoding_errors: str = "strict") -> Dataset:
+    """Monolingual sentences as a Dataset with columns ``line`` and ``text``.
+
+    A text file is read whole (one sentence per line); a text prefix ``PATH`` whose file does not exist
+    reads ``PATH.{lang}``; TSV/JSONL/parquet/embedded corpora give their ``lang`` column.
+    """
+    p, fmt = resolve_corpus(path, fmt)
+    columns = {"text": lang}
+    if fmt == "text":
+        if not p.is_file() and Path(f"{p}.{lang}").is_file():
+            p = Path(f"{p}.{lang}")
+        return _from_reader("text", [p], columns, encoding_errors)
+    if fmt == "parquet":
+        return _from_parquet(p, columns)
+    return _from_reader(fmt, [p], columns, encoding_errors)
+
+
+def read_sentences(path: str | os.PathLike, encoding_errors: str = "strict") -> list[str]:
+    """All lines of a plain-text file (stripped), validated like the corpora (for tokenizer training)."""
+    return [row["text"] for row in _read_aligned_text([Path(path)], ["text"], encoding_errors)]

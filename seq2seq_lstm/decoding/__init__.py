@@ -1,0 +1,1 @@
+"""Search over any step decoder: greedy, beam and sampling; ensembles; vocabulary shortlists; int8 weights."""

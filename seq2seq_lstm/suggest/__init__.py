@@ -1,0 +1,1 @@
+"""Keyboard-style next-word suggestion: whole words from subword pieces, sessions, keystroke evaluation."""
