@@ -249,8 +249,8 @@ def test_invalid_utf8(corpus):
     (corpus / "latin1.txt").write_bytes("ok\nok\ncaf\xe9\n".encode("latin-1") + b"x\n" * 3)
     assert s2s_error("evaluate", "hyp.txt", "latin1.txt") == (
         1,
-        "Error: reference file 'latin1.txt' line 3 is not valid UTF-8 (byte 0xe9 at column 4); "
-        "save the file as UTF-8",
+        "Error: reference file 'latin1.txt' line 3: invalid UTF-8 (byte 0xe9 at column 4); "
+        "fix the file or pass --encoding-errors replace",
     )
 
 

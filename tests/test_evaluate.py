@@ -197,8 +197,8 @@ def test_parse_lines_reads_like_sacrebleu(tmp_path):
         (b"", "hypothesis file 'f.txt' is empty; it needs one line per sentence"),
         (
             b"ok\nab\xffc\n",
-            "hypothesis file 'f.txt' line 2 is not valid UTF-8 (byte 0xff at column 3); "
-            "save the file as UTF-8",
+            "hypothesis file 'f.txt' line 2: invalid UTF-8 (byte 0xff at column 3); "
+            "fix the file or pass --encoding-errors replace",
         ),
     ],
 )

@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "seq2seq_lstm"
 
 # Lowest first. A "room" is a subpackage or a top-level module of seq2seq_lstm.
 LAYERS: list[set[str]] = [
-    {"errors", "vocab", "files"},  # leaves
+    {"errors"},  # the user-error classes: everything may raise them
+    {"vocab", "files"},  # leaves: special ids; atomic writes, the UTF-8 line reader, sizes
     {"config"},
     {"model", "data", "scoring"},  # networks; text to batches; sacreBLEU scores
     {"checkpoint"},  # a run directory: config + tokenizer + weights

@@ -12,11 +12,14 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, Features, Value
 from datasets.exceptions import DatasetGenerationError
 
-from ..errors import UserError
+from ..config import Config
+from ..errors import ConfigError, UserError
+from ..files import decode_lines
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +86,10 @@ def _open_binary(path: Path):
 
 
 def _lines(path: Path, errors: str) -> Iterator[str]:
-    """Decoded lines without their line ending; invalid UTF-8 is an error naming file, line and byte."""
+    """Decoded lines without their line ending; invalid UTF-8 is an error naming file, line and column."""
     try:
         with _open_binary(path) as f:
-            for n, raw in enumerate(f, start=1):
-                raw = raw.rstrip(b"\r\n")
-                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]  # a UTF-8 byte-order mark is not part of the first sentence
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    if errors == "replace":
-                        yield raw.decode("utf-8", errors="replace")
-                    else:
-                        raise UserError(
-                            f"{path} line {n}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column "
-                            f"{e.start + 1}); fix the file or set data.encoding_errors=replace"
-                        ) from None
+            yield from decode_lines(f, str(path), errors, "set data.encoding_errors=replace")
     except (gzip.BadGzipFile, EOFError) as e:
         raise UserError(f"{path}: not a valid gzip file ({e})") from None
 
@@ -159,7 +149,9 @@ def _read_jsonl(path: Path, columns: dict[str, str], errors: str) -> Iterator[di
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path} line {n + 1}: not valid JSON ({e.msg} at column {e.colno})") from None
+            # json's own message can end in "at" ("Unterminated string starting at"): the column follows
+            where = f"{e.msg} column {e.colno}" if e.msg.endswith(" at") else f"{e.msg} at column {e.colno}"
+            raise UserError(f"{path} line {n + 1}: not valid JSON ({where})") from None
         pair = obj.get("translation", obj) if isinstance(obj, dict) else None
         row = {"line": n}
         for out, lang in columns.items():
@@ -303,3 +295,23 @@ def load_monolingual(path: str, lang: str, fmt: str = "auto", encoding_errors: s
 def read_sentences(path: str | os.PathLike, encoding_errors: str = "strict") -> list[str]:
     """All lines of a plain-text file (stripped), validated like the corpora (for tokenizer training)."""
     return [row["text"] for row in _read_aligned_text([Path(path)], ["text"], encoding_errors)]
+
+
+def tokenizer_texts(cfg: Config, inputs: Sequence[str | os.PathLike] = ()) -> tuple[Any, Any | None]:
+    """``(source texts, target texts or None)`` a tokenizer is trained on: the ``inputs`` files
+    (one: one language or a language model; two: source then target), else the config's training
+    split (source and target, or the language model's text)."""
+    d = cfg.data
+    if len(inputs) > 2:
+        raise UserError(
+            f"--input takes one file (one language or LM) or two (source, target); got {len(inputs)}"
+        )
+    if inputs:
+        texts = [read_sentences(p, d.encoding_errors) for p in inputs]
+        return texts[0], (texts[1] if len(texts) == 2 else None)
+    if not d.train:
+        raise ConfigError("data.train is not set; set it to the training corpus")
+    if cfg.task == "lm":
+        return load_monolingual(d.train, d.tgt_lang, d.format, d.encoding_errors)["text"], None
+    ds = load_parallel(d.train, d.src_lang, d.tgt_lang, d.format, d.encoding_errors)
+    return ds["src"], ds["tgt"]

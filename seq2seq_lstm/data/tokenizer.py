@@ -213,7 +213,10 @@ class Tokenizer:
         files = self.model_files()
         if not d.exists():
             d.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}."))
+            try:
+                tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}."))
+            except OSError as e:  # name the directory asked for, not the temp directory beside it
+                raise OSError(e.errno, e.strerror, str(d)) from None
             try:
                 for name, data in files.items():
                     (tmp / name).write_bytes(data)

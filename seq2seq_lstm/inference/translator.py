@@ -56,6 +56,7 @@ from ..decoding.search import (
 )
 from ..decoding.shortlist import Shortlist, ShortlistDecoder
 from ..errors import CheckpointError, UserError
+from ..files import size_text
 from ..vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY
 
 logger = logging.getLogger(__name__)
@@ -145,14 +146,6 @@ def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, T
     """Lists of ids -> src (B, S) padded with PAD_ID, src_lens (B,)."""
     lens = torch.tensor([len(r) for r in rows], dtype=torch.long)
     return pad_ids(rows, PAD_ID).to(device), lens.to(device)
-
-
-def _size_text(size: int) -> str:
-    """A byte count for a message: 2.4 GiB, 310.0 MiB, 12.5 KiB."""
-    unit, scale = next(
-        (u, m) for u, m in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)) if size >= m or u == "KiB"
-    )
-    return f"{size / scale:.1f} {unit}"
 
 
 class Translator:
@@ -351,10 +344,10 @@ class Translator:
             what = f"--n-best {rows} with --sampling" if self.sampling is not None else f"--beam-size {rows}"
             most = STEP_MEMORY_LIMIT // row_bytes
             raise UserError(
-                f"{what} is too large: one search step would hold about {_size_text(rows * row_bytes)} "
+                f"{what} is too large: one search step would hold about {size_text(rows * row_bytes)} "
                 f"for one sentence ({rows:,} rows over {vocab:,} target pieces"
                 + (f", with attention over {width} source pieces" if attention else "")
-                + f"); the limit is {_size_text(STEP_MEMORY_LIMIT)}: "
+                + f"); the limit is {size_text(STEP_MEMORY_LIMIT)}: "
                 + (f"use at most {most:,}" if most else "lower --max-len-a / --max-len-b, or drop attention")
             )
         return fits

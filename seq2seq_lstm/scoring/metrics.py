@@ -16,6 +16,7 @@ from sacrebleu.tokenizers.tokenizer_spm import SPM_MODELS
 from sacrebleu.utils import SACREBLEU_DIR
 
 from ..errors import UserError
+from ..files import decode_lines
 
 log = logging.getLogger(__name__)
 
@@ -171,26 +172,18 @@ class TextFile:
     lines: list[str]
 
 
-def parse_lines(data: bytes, name: str, role: str) -> list[str]:
-    """Split UTF-8 bytes into lines exactly as sacreBLEU reads a file: on ``\\n`` only, then ``rstrip()``."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise UserError(
-            f"{role} file {name!r} line {line} is not valid UTF-8 (byte 0x{data[e.start]:02x} at column "
-            f"{column}); save the file as UTF-8"
-        ) from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another
-    if not lines:
+def parse_lines(data: bytes, name: str, role: str, errors: str = "strict") -> list[str]:
+    """Split UTF-8 bytes into lines exactly as sacreBLEU reads a file: on ``\\n`` only, then ``rstrip()``
+    (a byte-order mark stays, as sacreBLEU keeps it). Invalid UTF-8 is :func:`files.decode_lines`'s error."""
+    raw = data.split(b"\n")
+    if raw[-1] == b"":
+        raw.pop()  # the newline that ends the last line does not start another
+    if not raw:
         raise UserError(f"{role} file {name!r} is empty; it needs one line per sentence")
-    return [line.rstrip() for line in lines]
+    return [line.rstrip() for line in decode_lines(raw, f"{role} file {name!r}", errors, strip_bom=False)]
 
 
-def read_lines(path: str, role: str) -> TextFile:
+def read_lines(path: str, role: str, errors: str = "strict") -> TextFile:
     """Read a UTF-8 text file (``-`` for standard input) into a :class:`TextFile`.
 
     Raises:
@@ -199,7 +192,7 @@ def read_lines(path: str, role: str) -> TextFile:
     if path == STDIN:
         import sys
 
-        return TextFile(role, "<stdin>", parse_lines(sys.stdin.buffer.read(), "<stdin>", role))
+        return TextFile(role, "<stdin>", parse_lines(sys.stdin.buffer.read(), "<stdin>", role, errors))
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -208,7 +201,7 @@ def read_lines(path: str, role: str) -> TextFile:
         raise UserError(f"{role} file {path!r} is a directory; give a text file") from None
     except OSError as e:
         raise UserError(f"cannot read {role} file {path!r}: {e.strerror}") from None
-    return TextFile(role, path, parse_lines(data, path, role))
+    return TextFile(role, path, parse_lines(data, path, role, errors))
 
 
 def check_aligned(files: Sequence[TextFile]) -> None:

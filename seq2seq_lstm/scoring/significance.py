@@ -12,6 +12,7 @@ from sacrebleu.significance import PairedTest
 from tabulate import tabulate  # a sacrebleu dependency; it draws sacreBLEU's significance table
 
 from ..errors import UserError
+from ..files import size_text
 from .metrics import (
     DEFAULT_WIDTH,
     ScoreOptions,
@@ -103,11 +104,6 @@ def paired_memory(test: str, n_samples: int, n_sentences: int, options: ScoreOpt
     return n_samples * (n_sentences * 14 + 600)
 
 
-def memory_size(n_bytes: int) -> str:
-    """``n_bytes`` for a message: "37.3 GiB", "512 MiB"."""
-    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
-
-
 def _check_paired_size(test: str, n_samples: int, n_sentences: int, options: ScoreOptions) -> None:
     what = "resamples" if test == "bs" else "trials"
     option = f"--paired-{test}-n"
@@ -118,8 +114,8 @@ def _check_paired_size(test: str, n_samples: int, n_sentences: int, options: Sco
         most = PAIRED_MEMORY_LIMIT // paired_memory(test, 1, n_sentences, options)
         sentences = f"{n_sentences} sentence{'s' if n_sentences != 1 else ''}"
         raise UserError(
-            f"{option} {n_samples} on {sentences} would take about {memory_size(need)} of memory "
-            f"(the limit is {memory_size(PAIRED_MEMORY_LIMIT)}); "
+            f"{option} {n_samples} on {sentences} would take about {size_text(need)} of memory "
+            f"(the limit is {size_text(PAIRED_MEMORY_LIMIT)}); "
             + (f"give at most {most} {what}" if most else "the corpus is too large for a paired test")
         )
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import UserError
-from ..scoring.significance import memory_size
+from ..files import size_text
 from .words import word_spans
 
 logger = logging.getLogger(__name__)
@@ -165,8 +165,8 @@ def _check_bootstrap_size(bootstrap: int, n_sentences: int) -> None:
     need = 16 * bootstrap * n_sentences
     if need > BOOTSTRAP_MEMORY_LIMIT:
         raise UserError(
-            f"--bootstrap {bootstrap} on {n_sentences} sentences would take about {memory_size(need)} of "
-            f"memory (the limit is {memory_size(BOOTSTRAP_MEMORY_LIMIT)}); give at most "
+            f"--bootstrap {bootstrap} on {n_sentences} sentences would take about {size_text(need)} of "
+            f"memory (the limit is {size_text(BOOTSTRAP_MEMORY_LIMIT)}); give at most "
             f"{BOOTSTRAP_MEMORY_LIMIT // (16 * n_sentences)} resamples"
         )
 

@@ -410,17 +410,11 @@ def _wait_for(run: RunDir, cfg: Config) -> None:
 
 def train_tokenizer(cfg: Config, out_dir: Path) -> Any:
     """SentencePiece model(s) trained on the training split (source+target, or the LM text)."""
-    from ..data.corpus import load_monolingual, load_parallel
+    from ..data.corpus import tokenizer_texts
     from ..data.tokenizer import Tokenizer
 
-    d = cfg.data
-    if not d.train:
-        raise ConfigError("data.train is not set; set it to the training corpus")
-    if cfg.task == "lm":
-        ds = load_monolingual(d.train, d.tgt_lang, d.format, d.encoding_errors)
-        return Tokenizer.train(ds["text"], None, cfg.tokenizer, out_dir)
-    ds = load_parallel(d.train, d.src_lang, d.tgt_lang, d.format, d.encoding_errors)
-    return Tokenizer.train(ds["src"], ds["tgt"], cfg.tokenizer, out_dir)
+    src, tgt = tokenizer_texts(cfg)
+    return Tokenizer.train(src, tgt, cfg.tokenizer, out_dir)
 
 
 # --------------------------------------------------------------------------------------------------
