@@ -40,10 +40,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
         # mkstemp makes the file private (0600); the result gets the mode a plain open() would give it
         # (the file's own if it exists, else 0666 minus the umask), so others can still read outputs
         os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else plain_mode())
+        fsync(tmp)  # the data reaches the disk before the name does: a crash leaves the old file, not 0 bytes
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:
+        fsync(path.parent)  # and the rename itself survives a crash of the machine
+    except OSError:
+        pass  # best effort: a folder we may write but not read, or a file system that cannot sync one
+
+
+def fsync(path: str | os.PathLike) -> None:
+    """Flush a file's data (or a folder's entries) to the disk; a full disk or an I/O error that the
+    writes left pending is raised here, before a rename could put an incomplete file in place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def plain_mode(directory: bool = False) -> int:
