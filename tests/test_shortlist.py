@@ -195,12 +195,12 @@ def test_cli_builds_the_shortlist_and_translates_with_it(lines, tmp_path, monkey
     run = tmp_path / "run"
     make_run(run)
     monkeypatch.chdir(TINY.parents[2])  # the tiny config's data paths are relative to the repository
-    res = CliRunner().invoke(main, ["shortlist", "-c", str(run), "--per-source", "5", "--frequent", "10"])
+    res = CliRunner().invoke(main, ["shortlist", "-m", str(run), "--per-source", "5", "--frequent", "10"])
     assert res.exit_code == 0, res.output
     assert "shortlist.safetensors" in res.output and "validation reference pieces" in res.output
     assert RunDir(run).shortlist.is_file()
     res = CliRunner().invoke(
-        main, ["translate", "-c", str(run), "--shortlist", str(SIZE)], input=lines[0] + "\n"
+        main, ["translate", "-m", str(run), "--shortlist", str(SIZE)], input=lines[0] + "\n"
     )
     assert res.exit_code == 0, res.output
     # one line per input, the API's translation (possibly empty: the tiny model is barely trained)
@@ -209,7 +209,7 @@ def test_cli_builds_the_shortlist_and_translates_with_it(lines, tmp_path, monkey
 
 def test_a_missing_or_mismatched_shortlist_is_one_clear_line(run_dir, tmp_path):
     run = make_run(tmp_path / "bare")
-    res = CliRunner().invoke(main, ["translate", "-c", str(run), "--shortlist", "30"], input="hello\n")
+    res = CliRunner().invoke(main, ["translate", "-m", str(run), "--shortlist", "30"], input="hello\n")
     assert res.exit_code != 0
     assert "shortlist.safetensors is missing; build it with `s2s shortlist" in res.output
     assert "Traceback" not in res.output

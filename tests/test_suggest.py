@@ -614,13 +614,13 @@ def test_suggester_loads_an_ensemble_of_run_directories(real_lm, tokenizer, tmp_
     ensemble = Suggester.from_checkpoint([a, b])
     assert isinstance(ensemble.model, EnsembleDecoder) and len(ensemble.model.decoders) == 2
     assert ensemble.suggest("She made a cup of ")[0].word == "tea"
-    result = CliRunner().invoke(main, ["suggest", "-c", str(a), "-c", str(b), "She made a cup of "])
+    result = CliRunner().invoke(main, ["suggest", "-m", str(a), "-m", str(b), "She made a cup of "])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].split("\t")[0] == "tea"
     c = _lm_run(tmp_path / "c", _other_lm(tokenizer, seed=4), model_type="bpe")  # another tokenizer
     with pytest.raises(CheckpointError, match="was trained with another tokenizer than"):
         Suggester.from_checkpoint([a, c])
-    result = CliRunner().invoke(main, ["suggest", "-c", str(a), "-c", str(c), "tea"])
+    result = CliRunner().invoke(main, ["suggest", "-m", str(a), "-m", str(c), "tea"])
     assert result.exit_code == 1
     assert result.output.strip() == (
         f"Error: {c} was trained with another tokenizer than {a}; the members of an ensemble must share "
@@ -798,7 +798,7 @@ def test_cli_suggest_text_and_json(cli_suggester):
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0].split("\t")[0] == "tea"
     result = CliRunner().invoke(
-        cli_suggester, ["suggest", "-c", "run", "-k", "2", "--format", "json", "The wea"]
+        cli_suggester, ["suggest", "-m", "run", "-k", "2", "--format", "json", "The wea"]
     )
     data = json.loads(result.output)
     assert data["text"] == "The wea" and len(data["suggestions"]) <= 2
@@ -807,7 +807,7 @@ def test_cli_suggest_text_and_json(cli_suggester):
 
 def test_cli_suggest_reads_lines(cli_suggester):
     result = CliRunner().invoke(
-        cli_suggester, ["suggest", "-c", "run", "--format", "json"], input="a cup of \nI like 日\n"
+        cli_suggester, ["suggest", "-m", "run", "--format", "json"], input="a cup of \nI like 日\n"
     )
     assert result.exit_code == 0, result.output
     first, second = (json.loads(line) for line in result.output.splitlines())
@@ -815,7 +815,7 @@ def test_cli_suggest_reads_lines(cli_suggester):
 
 
 def test_cli_suggest_source_with_a_language_model(cli_suggester):
-    result = CliRunner().invoke(cli_suggester, ["suggest", "-c", "run", "--source", "Hallo", "a"])
+    result = CliRunner().invoke(cli_suggester, ["suggest", "-m", "run", "--source", "Hallo", "a"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         "Error: this checkpoint is a language model; --source needs a translation model"
@@ -826,14 +826,14 @@ def test_cli_suggest_eval(cli_suggester, tmp_path):
     test = tmp_path / "test.txt"
     test.write_text("\n".join(SENTENCES[:3]) + "\n", encoding="utf-8")
     out = tmp_path / "report.json"
-    args = ["suggest-eval", "-c", "run", str(test), "--bootstrap", "20", "-o", str(out), "--format", "json"]
+    args = ["suggest-eval", "-m", "run", str(test), "--bootstrap", "20", "-o", str(out), "--format", "json"]
     result = CliRunner().invoke(cli_suggester, args)
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["words"] == sum(len(word_spans(s)) for s in SENTENCES[:3])
     sources = tmp_path / "src.txt"
     sources.write_text("one\n", encoding="utf-8")
     result = CliRunner().invoke(
-        cli_suggester, ["suggest-eval", "-c", "run", str(test), "--sources", str(sources)]
+        cli_suggester, ["suggest-eval", "-m", "run", str(test), "--sources", str(sources)]
     )
     assert result.exit_code == 1
     assert (
@@ -846,7 +846,7 @@ def test_cli_suggest_missing_checkpoint(tmp_path):
     from seq2seq_lstm.cli import main
 
     missing = tmp_path / "nope"
-    result = CliRunner().invoke(main, ["suggest", "-c", str(missing), "hello"])
+    result = CliRunner().invoke(main, ["suggest", "-m", str(missing), "hello"])
     assert result.exit_code == 1
     assert (
         result.output
@@ -858,7 +858,7 @@ def test_cli_suggest_missing_checkpoint(tmp_path):
 def test_cli_suggest_eval_refuses_a_file_without_words(cli_suggester, tmp_path, text):
     test = tmp_path / "test.txt"
     test.write_text(text, encoding="utf-8")
-    result = CliRunner().invoke(cli_suggester, ["suggest-eval", "-c", "run", str(test)])
+    result = CliRunner().invoke(cli_suggester, ["suggest-eval", "-m", "run", str(test)])
     assert result.exit_code == 1, result.output  # was 0, with a table of zeros
     assert result.output.strip() == (
         f"Error: {test} has no words to score (an empty file, blank lines or only punctuation); "
@@ -866,7 +866,7 @@ def test_cli_suggest_eval_refuses_a_file_without_words(cli_suggester, tmp_path, 
     )
     test.write_text("\n\n" + "\n".join(SENTENCES[:3]) + "\n", encoding="utf-8")
     result = CliRunner().invoke(
-        cli_suggester, ["suggest-eval", "-c", "run", str(test), "--max-sentences", "2"]
+        cli_suggester, ["suggest-eval", "-m", "run", str(test), "--max-sentences", "2"]
     )
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: the first 2 lines of {test} have no words; raise --max-sentences"
@@ -879,7 +879,7 @@ def test_cli_suggest_eval_bounds_the_bootstrap(cli_suggester, tmp_path):
     test = tmp_path / "test.txt"
     test.write_text(SENTENCES[0] + "\n", encoding="utf-8")
     result = CliRunner().invoke(
-        cli_suggester, ["suggest-eval", "-c", "run", str(test), "--bootstrap", "100001"]
+        cli_suggester, ["suggest-eval", "-m", "run", str(test), "--bootstrap", "100001"]
     )
     assert result.exit_code == 2  # was accepted: 10**8 ran for minutes
     assert result.output.strip().splitlines()[-1] == (
@@ -895,7 +895,7 @@ def test_cli_suggest_eval_writes_its_report_with_stdout_closed(cli_suggester, tm
     test.write_text(SENTENCES[0] + "\n", encoding="utf-8")
     out = tmp_path / "report.json"
     monkeypatch.setattr(sys, "stdout", None)  # what Python sets when the process starts with `>&-`
-    args = ["suggest-eval", "-c", "run", str(test), "--bootstrap", "10"]
+    args = ["suggest-eval", "-m", "run", str(test), "--bootstrap", "10"]
     cli_suggester.main([*args, "-o", str(out)], standalone_mode=False)
     assert json.loads(out.read_text())["sentences"] == 1  # the report is in the file: nothing was lost
     with pytest.raises(click.ClickException, match="^standard output is closed"):  # was: printed nowhere

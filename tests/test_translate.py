@@ -265,7 +265,7 @@ def test_search_rows_stay_within_the_step_memory_limit(run_dir, lines, monkeypat
 
 
 def test_cli_a_beam_too_wide_for_memory_is_one_clear_line(run_dir):
-    result = invoke("translate", "-c", run_dir, "--beam-size", 10**8, input="x\n")  # never allocated
+    result = invoke("translate", "-m", run_dir, "--beam-size", 10**8, input="x\n")  # never allocated
     assert one_error_line(result).startswith("Error: --beam-size 100000000 is too large: one search step")
 
 
@@ -306,18 +306,28 @@ def one_error_line(result) -> str:
 def test_cli_reads_stdin_and_writes_a_file_atomically(run_dir, lines, tmp_path):
     out = tmp_path / "out" / "hyp.txt"
     source = "\n".join([*lines[:10], "", lines[10]]) + "\n"
-    result = invoke("translate", "-c", run_dir, "-o", out, "--beam-size", 3, input=source)
+    result = invoke("translate", "-m", run_dir, "-o", out, "--beam-size", 3, input=source)
     assert result.exit_code == 0, result.output
     expected = Translator.from_checkpoint(run_dir, beam_size=3).translate([*lines[:10], "", lines[10]])
     assert out.read_text(encoding="utf-8").split("\n") == [*expected, ""]
     assert sorted(p.name for p in out.parent.iterdir()) == ["hyp.txt"]  # no temporary file left
     # interactive mode (line by line) prints the same translations
-    result = invoke("translate", "-c", run_dir, "--beam-size", 3, "--interactive", input=source)
+    result = invoke("translate", "-m", run_dir, "--beam-size", 3, "--interactive", input=source)
     assert result.exit_code == 0 and result.output.split("\n") == [*expected, ""]
 
 
+def test_cli_deprecated_c_for_the_checkpoint_still_works_for_one_release(run_dir, lines):
+    # -c is --config everywhere now; the old -c for the checkpoint says so once on stderr, and translates
+    source = "\n".join(lines[:3]) + "\n"
+    new = CliRunner().invoke(main, ["translate", "-m", str(run_dir)], input=source)
+    old = CliRunner().invoke(main, ["translate", "-c", str(run_dir), "-c", str(run_dir)], input=source)
+    assert new.exit_code == old.exit_code == 0, old.output
+    assert old.stderr == "-c for --checkpoint is deprecated; use -m\n" and new.stderr == ""
+    assert old.stdout == new.stdout and len(new.stdout.splitlines()) == 3
+
+
 def test_cli_n_best_text_uses_the_moses_format(run_dir, lines):
-    result = invoke("translate", "-c", run_dir, "--beam-size", 3, "--n-best", 2, input="\n".join(lines[:3]))
+    result = invoke("translate", "-m", run_dir, "--beam-size", 3, "--n-best", 2, input="\n".join(lines[:3]))
     assert result.exit_code == 0, result.output
     rows = [row.split(" ||| ") for row in result.output.splitlines()]
     assert [r[0] for r in rows] == ["0", "0", "1", "1", "2", "2"]
@@ -328,7 +338,7 @@ def test_cli_n_best_text_uses_the_moses_format(run_dir, lines):
 def test_cli_jsonl_has_hypotheses_scores_and_alignments(run_dir, lines, tmp_path):
     plots = tmp_path / "plots"
     source = "\n".join([lines[0], "", lines[50]]) + "\n"
-    result = invoke("translate", "-c", run_dir, "--format", "jsonl", "--n-best", 2, "--beam-size", 2,
+    result = invoke("translate", "-m", run_dir, "--format", "jsonl", "--n-best", 2, "--beam-size", 2,
                     "--plot-attention", plots, input=source)  # fmt: skip
     assert result.exit_code == 0, result.output
     records = [json.loads(row) for row in result.output.splitlines()]
@@ -352,7 +362,7 @@ def test_cli_jsonl_has_hypotheses_scores_and_alignments(run_dir, lines, tmp_path
 
 
 def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
-    result = invoke("translate", "-c", tmp_path / "nope", input="Hello\n")
+    result = invoke("translate", "-m", tmp_path / "nope", input="Hello\n")
     assert one_error_line(result) == (
         f"Error: model {tmp_path / 'nope'} does not exist; pass a run directory written by `s2s train`"
     )
@@ -361,18 +371,18 @@ def test_cli_missing_checkpoint_is_one_clear_line(tmp_path):
 def test_cli_device_that_is_missing_or_unknown_is_one_clear_line(run_dir, monkeypatch):
     # seen on a CPU-only machine: `--device cuda` was torch's "not compiled with CUDA" traceback
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "cuda", input="Hello\n")) == (
+    assert one_error_line(invoke("translate", "-m", run_dir, "--device", "cuda", input="Hello\n")) == (
         "Error: device cuda asked for, but no CUDA device is available; use --device cpu"
     )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "cuda:2", input="Hello\n")) == (
+    assert one_error_line(invoke("translate", "-m", run_dir, "--device", "cuda:2", input="Hello\n")) == (
         "Error: device cuda:2 asked for, but this machine has 2 CUDA device(s): cuda:0 to cuda:1"
     )
-    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "tpu", input="Hello\n")) == (
+    assert one_error_line(invoke("translate", "-m", run_dir, "--device", "tpu", input="Hello\n")) == (
         "Error: device 'tpu' is not a torch device; use cpu, cuda or cuda:N"
     )
-    assert one_error_line(invoke("translate", "-c", run_dir, "--device", "meta", input="Hello\n")) == (
+    assert one_error_line(invoke("translate", "-m", run_dir, "--device", "meta", input="Hello\n")) == (
         "Error: device meta is not supported; use cpu, cuda or cuda:N"
     )
 
@@ -383,11 +393,11 @@ def test_cli_checkpoint_with_another_tokenizer_is_one_clear_line(run_dir, tmp_pa
     shutil.copytree(run_dir, mixed)
     shutil.rmtree(mixed / "tokenizer")
     shutil.copytree(other / "tokenizer", mixed / "tokenizer")
-    line = one_error_line(invoke("translate", "-c", mixed, input="Hello\n"))
+    line = one_error_line(invoke("translate", "-m", mixed, input="Hello\n"))
     assert line.startswith(f"Error: {mixed}/tokenizer/spm.model does not match {mixed}/model.safetensors: ")
     assert line.endswith("use the run's own tokenizer")
     # an ensemble whose members have different tokenizers
-    line = one_error_line(invoke("translate", "-c", run_dir, "-c", other, input="Hello\n"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "-m", other, input="Hello\n"))
     assert line == (
         f"Error: {other} was trained with another tokenizer than {run_dir}; the members of an ensemble "
         "must share one vocabulary"
@@ -399,15 +409,18 @@ def test_cli_bad_input_leaves_an_existing_output_untouched(run_dir, tmp_path):
     source.write_bytes(b"The cat is black.\nThe dog.\n\xff\xfe bad\n")
     out = tmp_path / "hyp.txt"
     out.write_text("old\n")
-    line = one_error_line(invoke("translate", "-c", run_dir, "-i", source, "-o", out))
-    assert line == f"Error: {source} line 3: not valid UTF-8 (byte 1); convert the file to UTF-8"
+    line = one_error_line(invoke("translate", "-m", run_dir, "-i", source, "-o", out))
+    assert line == (
+        f"Error: {source} line 3: invalid UTF-8 (byte 0xff at column 1); "
+        "fix the file or pass --encoding-errors replace"
+    )
     assert out.read_text() == "old\n"
     assert not list(tmp_path.glob(".hyp.txt.*"))
-    line = one_error_line(invoke("translate", "-c", run_dir, "-i", tmp_path / "missing.txt"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "-i", tmp_path / "missing.txt"))
     assert line == f"Error: input file {tmp_path / 'missing.txt'} does not exist"
-    line = one_error_line(invoke("translate", "-c", run_dir, "--seed", 3, input="x\n"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "--seed", 3, input="x\n"))
     assert line == "Error: --temperature, --top-k, --top-p and --seed need --sampling"
-    line = one_error_line(invoke("translate", "-c", run_dir, "--beam-size", 2, "--n-best", 3, input="x\n"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "--beam-size", 2, "--n-best", 3, input="x\n"))
     assert line == "Error: generation.n_best must be smaller than or equal to generation.beam_size; got 3 > 2"
 
 
@@ -423,7 +436,7 @@ def usage_error(result) -> str:
 def test_cli_nan_and_infinity_are_refused(run_dir, option, value):
     # before: --temperature nan|inf and --max-len-a nan|inf ended in tracebacks, --alpha nan|inf gave
     # NaN (or all-zero) scores with exit code 0, --top-p nan reached the library's check
-    result = invoke("translate", "-c", run_dir, "--sampling", option, value, input="x\n")
+    result = invoke("translate", "-m", run_dir, "--sampling", option, value, input="x\n")
     assert usage_error(result).startswith(f"Error: Invalid value for '{option}': ")
     if value == "nan":
         assert usage_error(result) == f"Error: Invalid value for '{option}': 'nan' is not a finite number."
@@ -431,14 +444,14 @@ def test_cli_nan_and_infinity_are_refused(run_dir, option, value):
 
 def test_cli_alpha_above_its_maximum_is_refused_before_loading_anything(tmp_path):
     # before: refused only once the checkpoint had loaded (seconds); the run directory here does not exist
-    result = invoke("translate", "-c", tmp_path / "missing", "--alpha", "11", input="x\n")
+    result = invoke("translate", "-m", tmp_path / "missing", "--alpha", "11", input="x\n")
     assert one_error_line(result) == "Error: --alpha must be at most 10 (the GNMT exponent); got 11"
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64])
 def test_cli_seed_outside_64_bits_is_refused(run_dir, seed):
     # before: 2**64 was torch's "Overflow when unpacking long long" traceback
-    result = invoke("translate", "-c", run_dir, "--sampling", "--seed", seed, input="x\n")
+    result = invoke("translate", "-m", run_dir, "--sampling", "--seed", seed, input="x\n")
     assert usage_error(result).startswith("Error: Invalid value for '--seed': ")
 
 
@@ -464,13 +477,13 @@ def test_library_refuses_nan_infinity_and_values_that_break_the_search(run_dir):
 
 def test_cli_sampling_with_a_beam_is_one_clear_line(run_dir, lines):
     # before: the beam size was silently ignored
-    line = one_error_line(invoke("translate", "-c", run_dir, "--sampling", "-b", 4, input="x\n"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "--sampling", "-b", 4, input="x\n"))
     assert line == (
         "Error: --beam-size 4 contradicts --sampling: sampling has no beam (it draws --n-best samples per "
         "line); drop one of them"
     )
     # -b 1 is no beam: allowed, with any --n-best (before: "n_best must be smaller than ... beam_size")
-    result = invoke("translate", "-c", run_dir, "--sampling", "-b", 1, "--n-best", 2, "--seed", 1,
+    result = invoke("translate", "-m", run_dir, "--sampling", "-b", 1, "--n-best", 2, "--seed", 1,
                     input=f"{lines[0]}\n")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert [row.split(" ||| ")[0] for row in result.output.splitlines()] == ["0", "0"]
@@ -482,23 +495,23 @@ def test_cli_prefix_tab_line_without_a_tab_is_one_clear_line(run_dir, lines, tmp
     source = tmp_path / "src.txt"
     source.write_text(f"{lines[0]}\tEl gato\n\n{lines[1]}\t\n{lines[2]}\n", encoding="utf-8")
     out = tmp_path / "hyp.txt"
-    line = one_error_line(invoke("translate", "-c", run_dir, "-i", source, "-o", out, "--prefix-tab"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "-i", source, "-o", out, "--prefix-tab"))
     assert line == (
         f"Error: {source} line 4: no tab; --prefix-tab expects SOURCE<TAB>PREFIX (SOURCE<TAB> for no prefix)"
     )  # the line number counts from the start of the file, not of the block
     assert not out.exists() and not list(tmp_path.glob(".hyp.txt.*"))
-    line = one_error_line(invoke("translate", "-c", run_dir, "--prefix-tab", input="x\ty\nno tab\n"))
+    line = one_error_line(invoke("translate", "-m", run_dir, "--prefix-tab", input="x\ty\nno tab\n"))
     assert line.startswith("Error: stdin line 2: no tab; ")
     # an empty line stays an empty translation; SOURCE<TAB> is a line without a prefix
     source.write_text(f"{lines[0]}\tEl gato\n\n{lines[1]}\t\n", encoding="utf-8")
-    result = invoke("translate", "-c", run_dir, "-i", source, "--prefix-tab", "-b", 3)
+    result = invoke("translate", "-m", run_dir, "-i", source, "--prefix-tab", "-b", 3)
     assert result.exit_code == 0, result.output
     expected = Translator.from_checkpoint(run_dir, beam_size=3).translate(
         [lines[0], "", lines[1]], prefixes=["El gato", None, None]
     )
     assert result.output.split("\n") == [*expected, ""]
     # an empty source with a typed prefix keeps the prefix (before: the typed text vanished)
-    result = invoke("translate", "-c", run_dir, "--prefix-tab", "--format", "jsonl", input="\tEl gato\n")
+    result = invoke("translate", "-m", run_dir, "--prefix-tab", "--format", "jsonl", input="\tEl gato\n")
     (row,) = [json.loads(line) for line in result.output.splitlines()]
     assert row["translation"] == "El gato" and row["score"] == 0.0, row
 
@@ -520,7 +533,7 @@ def test_min_len_above_the_maximum_length_is_cut_there_with_a_warning(run_dir, l
         Translator.from_checkpoint(run_dir, beam_size=3, min_len=3).translate(lines[:3])  # fits: no warning
     assert not caplog.records
     # the command line shows it on stderr (no logging set up there: Python's last-resort handler)
-    cmd = [sys.executable, "-m", "seq2seq_lstm", "translate", "-c", str(run_dir), "--min-len", "50",
+    cmd = [sys.executable, "-m", "seq2seq_lstm", "translate", "-m", str(run_dir), "--min-len", "50",
            "--max-len-a", "0", "--max-len-b", "4"]  # fmt: skip
     done = subprocess.run(cmd, input=f"{lines[0]}\n", capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

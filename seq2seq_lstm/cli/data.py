@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from .options import PathType, config_options
+
 
 @click.group()
 def data() -> None:
@@ -14,23 +16,14 @@ def data() -> None:
 
 
 @data.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML config whose data section names the splits (data.train, data.valid, data.test).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override one config value, e.g. --set data.batch_tokens=2000 (repeatable).",
+@config_options(
+    "YAML config whose data section names the splits (data.train, data.valid, data.test).",
+    "data.batch_tokens=2000",
 )
 @click.option(
     "--tokenizer",
     "tokenizer_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathType(file_okay=False, path_type=Path),
     help="Tokenizer directory from `s2s tokenizer train`. [default: <training.out_dir>/tokenizer]",
 )
 @click.option(

@@ -7,26 +7,15 @@ so ``s2s --help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import math
 
 import click
 
+from .options import LazyChoice, checkpoint_option, encoding_errors_option
+
 # the library's bounds (seq2seq_lstm.scoring.metrics), repeated here so that --help need not import sacrebleu
 MAX_PAIRED_N = 100_000
 MAX_CHRF_ORDER = 100
-
-
-class LazyChoice(click.Choice):
-    """A ``click.Choice`` whose choices come from a function, called only when they are needed."""
-
-    def __init__(self, load, case_sensitive: bool = True) -> None:
-        self._load = load
-        self.case_sensitive = case_sensitive
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
-        return tuple(self._load())
 
 
 def _tokenizers() -> tuple[str, ...]:
@@ -202,29 +191,61 @@ def _options(metrics: tuple[str, ...], kw: dict):
     metavar="SRC",
     help="Source file: shown by --worst, and translated by --checkpoint.",
 )
-@click.option(
-    "--checkpoint",
-    default=None,
-    metavar="DIR",
+@checkpoint_option(
+    short=False,  # -m is --metrics here, as in sacreBLEU
+    required=False,
     help="Translate --source with this trained model and score the translation (no HYP then).",
 )
+@encoding_errors_option
 def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, paired_ar_n, seed, worst,
-             source_path, checkpoint, sentence_level, width, **metric_kw) -> None:  # fmt: skip
+             source_path, checkpoint, sentence_level, width, encoding_errors,
+             **metric_kw) -> None:  # fmt: skip
     """Score HYP against one or more REF files with sacreBLEU, printing each score with its signature.
 
     HYP may be - to read standard input. With --checkpoint DIR --source SRC give only REF files:
     the model's translation of SRC is scored.
     """
     from ..errors import UserError
-    from ..inference.translator import translate_source
-    from ..scoring import metrics as sm
-    from ..scoring import significance as sig
-    from ..scoring import worst as sw
+    from ..scoring.report import PairedOptions, build_report
 
     if paired_bs and paired_ar:
         raise UserError("--paired-bs and --paired-ar are two different tests; pass one of them")
-    paired = "ar" if paired_ar else "bs"
-    options = _options(metrics, metric_kw)
+    if sentence_level and baselines:
+        raise UserError("significance tests need corpus scores; drop --sentence-level or --baseline")
+    _check_paired_options(baselines)
+    test = "ar" if paired_ar else "bs"
+    paired = PairedOptions(test, paired_bs_n if test == "bs" else paired_ar_n, seed)
+    options = _options(metrics, metric_kw)  # checked before the files are read (or translated)
+    hyp, refs, source, others = _read_inputs(files, baselines, source_path, checkpoint, encoding_errors)
+    report = build_report(
+        hyp, refs, options, sentence_level=sentence_level, baselines=others,
+        paired=paired, worst=worst, source=source, width=width,
+    )  # fmt: skip
+    click.echo(report.text() if fmt == "text" else report.json())
+
+
+def _check_paired_options(baselines: tuple[str, ...]) -> None:
+    """A paired test option given without --baseline is refused, as sacreBLEU refuses it."""
+    from ..errors import UserError
+
+    ctx = click.get_current_context()
+    paired_options = ("paired_bs", "paired_ar", "paired_bs_n", "paired_ar_n")
+    asked = [f"--{name.replace('_', '-')}" for name in paired_options
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]  # fmt: skip
+    if asked and not baselines:  # a paired test compares two systems
+        raise UserError(
+            f"{' and '.join(asked)}: a paired significance test compares HYP with a baseline system; "
+            "add --baseline OTHER_HYP"
+        )
+
+
+def _read_inputs(files, baselines, source_path, checkpoint, errors: str):
+    """``(hyp, refs, source or None, baselines)`` as aligned :class:`TextFile` s; with ``checkpoint``
+    HYP is the model's translation of the source."""
+    from ..errors import UserError
+    from ..inference.translator import translate_source
+    from ..scoring import metrics as sm
+
     if checkpoint is not None:
         if source_path is None:
             raise UserError("--checkpoint needs --source SRC: the file to translate")
@@ -235,71 +256,30 @@ def evaluate(files, metrics, fmt, baselines, paired_bs, paired_ar, paired_bs_n, 
         hyp_path, ref_paths = files[0], list(files[1:])
     if sm.STDIN in ref_paths + list(baselines) + [source_path]:
         raise UserError("only HYP may be - (standard input)")
-    if sentence_level and baselines:
-        raise UserError("significance tests need corpus scores; drop --sentence-level or --baseline")
-    ctx = click.get_current_context()
-    paired_options = ("paired_bs", "paired_ar", "paired_bs_n", "paired_ar_n")
-    asked = [f"--{name.replace('_', '-')}" for name in paired_options
-             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT]  # fmt: skip
-    if asked and not baselines:  # as in sacreBLEU: a paired test needs a second system
-        raise UserError(
-            f"{' and '.join(asked)}: a paired significance test compares HYP with a baseline system; "
-            "add --baseline OTHER_HYP"
-        )
-
-    source = sm.read_lines(source_path, "source") if source_path else None
-    refs = [sm.read_lines(p, "reference") for p in ref_paths]
+    source = sm.read_lines(source_path, "source", errors) if source_path else None
+    refs = [sm.read_lines(p, "reference", errors) for p in ref_paths]
     if hyp_path is None:
         sm.check_aligned([source, *refs])
-        hyp = sm.TextFile(
-            "hypothesis", f"translation of {source.name}", translate_source(checkpoint, source.lines)
-        )
+        lines = translate_source(checkpoint, source.lines)
+        hyp = sm.TextFile("hypothesis", f"translation of {source.name}", lines)
     else:
-        hyp = sm.read_lines(hyp_path, "hypothesis")
-    others = [sm.read_lines(p, "baseline") for p in baselines]
+        hyp = sm.read_lines(hyp_path, "hypothesis", errors)
+    others = [sm.read_lines(p, "baseline", errors) for p in baselines]
     sm.check_aligned([hyp, *refs, *([source] if source else []), *others])
-    references = [r.lines for r in refs]
-
-    blocks: list[str] = []
-    document: dict = {}
-    if sentence_level:
-        rows = sm.sentence_scores(hyp.lines, references, options)
-        blocks.append("\n".join(r.text(width) for row in rows for r in row))
-        document["sentences"] = [[json.loads(r.json(width)) for r in row] for row in rows]
-    else:
-        results = sm.corpus_scores(hyp.lines, references, options)
-        blocks.append(sm.format_scores_text(results, width))
-        document["scores"] = [json.loads(r.json(width)) for r in results]
-    n_samples = paired_bs_n if paired == "bs" else paired_ar_n
-    for other in others:
-        report = sig.paired_test(
-            (other.name, other.lines), [(hyp.name, hyp.lines)], references, options, paired, n_samples, seed
-        )
-        blocks.append(sig.format_paired_text(report, width))
-        document.setdefault("paired", []).append(report.to_dict())
-    if worst is not None:
-        reports = sw.worst_sentences(hyp.lines, references, options, worst, source.lines if source else None)
-        blocks.append(sw.format_worst_text(reports, len(hyp.lines), width))
-        document["worst"] = [r.to_dict(width) for r in reports]
-
-    if fmt == "text":
-        click.echo("\n\n".join(blocks))
-    elif set(document) == {"scores"}:
-        click.echo(sm.format_scores_json(results, width))  # exactly sacreBLEU's JSON
-    else:
-        click.echo(sw.to_json(document))
+    return hyp, refs, source, others
 
 
 @click.command("bleu")
 @click.argument("hyp", metavar="HYP")
 @click.argument("refs", nargs=-1, required=True, metavar="REF...")
 @bleu_options
-def bleu(hyp, refs, width, **metric_kw) -> None:
+@encoding_errors_option
+def bleu(hyp, refs, width, encoding_errors, **metric_kw) -> None:
     """Print corpus BLEU of HYP (- for standard input) against REF files: sacreBLEU's BLEU line."""
     from ..scoring import metrics as sm
 
-    hyp_file = sm.read_lines(hyp, "hypothesis")
-    ref_files = [sm.read_lines(p, "reference") for p in refs]
+    hyp_file = sm.read_lines(hyp, "hypothesis", encoding_errors)
+    ref_files = [sm.read_lines(p, "reference", encoding_errors) for p in refs]
     sm.check_aligned([hyp_file, *ref_files])
     (result,) = sm.corpus_scores(hyp_file.lines, [r.lines for r in ref_files], _options(("bleu",), metric_kw))
     click.echo(result.text(width))

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import click
 
+from .options import checkpoint_option
+
 
 @click.command("shortlist")
-@click.option(
-    "--checkpoint", "-c", required=True, type=click.Path(), help="Run directory written by `s2s train`."
-)
+@checkpoint_option(help="Run directory written by `s2s train`.")
 @click.option(
     "--per-source",
     type=click.IntRange(1),

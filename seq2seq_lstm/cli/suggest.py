@@ -7,16 +7,12 @@ import sys
 
 import click
 
-from ..config import DTYPES  # torch-free (quantize imports torch)
+from .options import PathType, checkpoint_option, dtype_option, encoding_errors_option
 
 FORMATS = ("text", "json")
 MAX_BOOTSTRAP = 100_000  # suggest_eval.MAX_BOOTSTRAP, repeated so that --help need not import torch
-DTYPE_OPTION = click.option(
-    "--dtype",
-    type=click.Choice(DTYPES),
-    default="float32",
-    show_default=True,
-    help="Weight type: bfloat16 or int8 (dynamic quantization) answer faster; probabilities change a little.",
+DTYPE_OPTION = dtype_option(
+    "Weight type: bfloat16 or int8 (dynamic quantization) answer faster; probabilities change a little."
 )
 
 
@@ -31,13 +27,8 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
 
 
 @click.command()
-@click.option(
-    "--checkpoint",
-    "-c",
-    "checkpoints",
+@checkpoint_option(
     multiple=True,
-    required=True,
-    type=click.Path(file_okay=False),
     help="Run directory of a trained language model (or translation model, with --source); repeat the "
     "option for an ensemble.",
 )
@@ -60,6 +51,7 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
     help="text: one 'word<TAB>probability' a line; json: one JSON object per input.",
 )
 @DTYPE_OPTION
+@encoding_errors_option
 @click.option(
     "--interactive/--no-interactive",
     default=None,
@@ -73,6 +65,7 @@ def suggest(
     source: str | None,
     fmt: str,
     dtype: str,
+    encoding_errors: str,
     interactive: bool | None,
 ) -> None:
     """Suggest the next word for TEXT, or complete the word TEXT ends in.
@@ -81,8 +74,12 @@ def suggest(
     """
     import torch
 
+    from ..files import check_text, read_lines
     from ..suggest.suggester import Suggester
 
+    for value, name in ((text, "TEXT"), (source, "--source")):
+        if value is not None:
+            check_text(value, name)
     torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
     suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
     session = suggester.session(source)
@@ -94,26 +91,20 @@ def suggest(
         click.echo(
             "Type text and press Enter (a trailing space asks for the next word); Ctrl-D ends.", err=True
         )
-    for line in sys.stdin:
-        line = line.rstrip("\r\n")
+    for line in read_lines("-", encoding_errors):
         _print_suggestions(line, session.suggest(line, k), fmt)
 
 
 @click.command("suggest-eval")
-@click.option(
-    "--checkpoint",
-    "-c",
-    "checkpoints",
+@checkpoint_option(
     multiple=True,
-    required=True,
-    type=click.Path(file_okay=False),
     help="Run directory of a trained language model (or translation model, with --sources); repeat the "
     "option for an ensemble.",
 )
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=PathType(exists=True, dir_okay=False))
 @click.option(
     "--sources",
-    type=click.Path(exists=True, dir_okay=False),
+    type=PathType(exists=True, dir_okay=False),
     default=None,
     help="Source sentences, one a line aligned with FILE (translation models).",
 )
@@ -154,10 +145,11 @@ def suggest(
     help="text: a table; json: the metrics with their intervals.",
 )
 @DTYPE_OPTION
+@encoding_errors_option
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False),
+    type=PathType(dir_okay=False),
     default=None,
     help="Also write the JSON report to this file.",
 )
@@ -171,37 +163,22 @@ def suggest_eval(
     bootstrap: int,
     fmt: str,
     dtype: str,
+    encoding_errors: str,
     output: str | None,
 ) -> None:
     """Keystroke evaluation on FILE (one sentence a line): top-1/top-3 accuracy with 0-3 typed
     characters, MRR, keystroke savings and per-word perplexity, with 95% bootstrap intervals."""
     import torch
 
-    from ..errors import UserError
-    from ..files import atomic_write_text
+    from ..files import atomic_write_text, check_output
     from ..suggest.keystrokes import evaluate_suggestions
     from ..suggest.suggester import Suggester
-    from ..suggest.words import word_spans
-    from . import stdout_is_closed
+    from .streams import stdout_is_closed
 
+    if output:
+        check_output(output, "-o")
+    sentences, source_lines = _sentences(file, sources, max_sentences, encoding_errors)
     torch.set_num_threads(1)
-    sentences = _read_lines(file)
-    if not any(word_spans(line) for line in sentences):
-        raise UserError(
-            f"{file} has no words to score (an empty file, blank lines or only punctuation); "
-            "give one sentence a line"
-        )
-    source_lines = _read_lines(sources) if sources else None
-    if source_lines is not None and len(source_lines) != len(sentences):
-        raise UserError(
-            f"{sources} has {len(source_lines)} lines but {file} has {len(sentences)}; "
-            "give one source per sentence"
-        )
-    if max_sentences:
-        sentences = sentences[:max_sentences]
-        source_lines = source_lines[:max_sentences] if source_lines is not None else None
-        if not any(word_spans(line) for line in sentences):
-            raise UserError(f"the first {max_sentences} lines of {file} have no words; raise --max-sentences")
     suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
     report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
     data = report.to_dict() | {"checkpoints": list(checkpoints), "file": file}
@@ -212,13 +189,29 @@ def suggest_eval(
     click.echo(json.dumps(data, indent=2) if fmt == "json" else report.format_table())
 
 
-def _read_lines(path: str) -> list[str]:
+def _sentences(
+    file: str, sources: str | None, max_sentences: int, errors: str
+) -> tuple[list[str], list[str] | None]:
+    """The sentences to score and their sources (translation models), each file checked."""
     from ..errors import UserError
+    from ..files import read_lines
+    from ..suggest.words import word_spans
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [line.rstrip("\r\n") for line in f]
-    except UnicodeDecodeError as e:
+    sentences = list(read_lines(file, errors))
+    if not any(word_spans(line) for line in sentences):
         raise UserError(
-            f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); convert it to UTF-8"
-        ) from None
+            f"{file} has no words to score (an empty file, blank lines or only punctuation); "
+            "give one sentence a line"
+        )
+    source_lines = list(read_lines(sources, errors)) if sources else None
+    if source_lines is not None and len(source_lines) != len(sentences):
+        raise UserError(
+            f"{sources} has {len(source_lines)} lines but {file} has {len(sentences)}; "
+            "give one source per sentence"
+        )
+    if max_sentences:
+        sentences = sentences[:max_sentences]
+        source_lines = source_lines[:max_sentences] if source_lines is not None else None
+        if not any(word_spans(line) for line in sentences):
+            raise UserError(f"the first {max_sentences} lines of {file} have no words; raise --max-sentences")
+    return sentences, source_lines

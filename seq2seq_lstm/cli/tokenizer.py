@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..config import SP_MODEL_TYPES
+from .options import PathType, config_options, encoding_errors_option
 
 
 def _quiet_datasets() -> None:
@@ -27,32 +29,23 @@ def tokenizer() -> None:
 
 
 @tokenizer.command()
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="YAML config; its tokenizer section sets the model and its data section names the corpus "
+@config_options(
+    "YAML config; its tokenizer section sets the model and its data section names the corpus "
     "(data.train, data.src_lang, data.tgt_lang, data.format; task: lm reads one language).",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override one config value, e.g. --set tokenizer.vocab_size=4000 (repeatable).",
+    "tokenizer.vocab_size=4000",
 )
 @click.option(
     "--input",
     "inputs",
     multiple=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=PathType(dir_okay=False, path_type=Path),
     help="Plain-text file, one sentence per line, used instead of data.train. Once: one language or a "
     "language model (spm.model); twice: source then target (one joint spm.model, or src.model and "
     "tgt.model with --separate).",
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathType(file_okay=False, path_type=Path),
     help="Directory for the model file(s). [default: <training.out_dir>/tokenizer]",
 )
 @click.option("--vocab-size", type=int, help="Pieces per model (tokenizer.vocab_size).")
@@ -80,11 +73,7 @@ def train(
     overrides: tuple[str, ...],
     inputs: tuple[Path, ...],
     out: Path | None,
-    vocab_size: int | None,
-    model_type: str | None,
-    character_coverage: float | None,
-    joint: bool | None,
-    byte_fallback: bool | None,
+    **direct: Any,
 ) -> None:
     """Train a SentencePiece tokenizer (special ids: <pad>=0 <unk>=1 <s>=2 </s>=3).
 
@@ -96,48 +85,19 @@ def train(
     """
     from ..config import load_config
     from ..errors import UserError
+    from ..files import check_output
 
-    direct = {
-        "vocab_size": vocab_size,
-        "model_type": model_type,
-        "character_coverage": character_coverage,
-        "joint": joint,
-        "byte_fallback": byte_fallback,
-    }
-    flags = {"joint": ("--joint", "--separate"), "byte_fallback": ("--byte-fallback", "--no-byte-fallback")}
-    # direct options go through the config's own checks, and an error names the option as typed
-    sets, labels = list(overrides), {}
-    for k, v in direct.items():
-        if v is None:
-            continue
-        sets.append(f"tokenizer.{k}={str(v).lower() if isinstance(v, bool) else v}")
-        labels[sets[-1]] = flags[k][not v] if k in flags else f"--{k.replace('_', '-')} {v}"
-    cfg = load_config(config_path, sets, labels)
+    cfg = load_config(config_path, *_as_overrides(overrides, direct))
     out = out or Path(cfg.training.out_dir) / "tokenizer"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory")
+    check_output(out, "--out", directory=True)
+    if not inputs and not cfg.data.train:
+        raise UserError("nothing to train on: pass --input FILE, or --config with data.train set")
     _quiet_datasets()
 
-    from ..data.corpus import load_monolingual, load_parallel, read_sentences
+    from ..data.corpus import tokenizer_texts
     from ..data.tokenizer import Tokenizer
 
-    if len(inputs) > 2:
-        raise UserError(
-            f"--input takes one file (one language or LM) or two (source, target); got {len(inputs)}"
-        )
-    if inputs:
-        texts = [read_sentences(p, cfg.data.encoding_errors) for p in inputs]
-        src, tgt = texts[0], (texts[1] if len(texts) == 2 else None)
-    elif cfg.data.train:
-        d = cfg.data
-        if cfg.task == "lm":
-            src, tgt = load_monolingual(d.train, d.tgt_lang, d.format, d.encoding_errors)["text"], None
-        else:
-            ds = load_parallel(d.train, d.src_lang, d.tgt_lang, d.format, d.encoding_errors)
-            src, tgt = ds["src"], ds["tgt"]
-    else:
-        raise UserError("nothing to train on: pass --input FILE, or --config with data.train set")
-
+    src, tgt = tokenizer_texts(cfg, inputs)
     tok = Tokenizer.train(src, tgt, cfg.tokenizer, out_dir=out)
     kind = "joint" if tok.joint and tgt is not None else ("one language" if tgt is None else "separate")
     files = sorted(tok.model_files())
@@ -148,11 +108,24 @@ def train(
         click.echo(f"vocabulary: source {tok.src_vocab_size} pieces, target {tok.tgt_vocab_size} pieces")
 
 
+def _as_overrides(overrides: tuple[str, ...], direct: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
+    """``--set`` values plus the direct options as ``tokenizer.KEY=VALUE``, and the label each direct
+    one has in an error, so that an error names the option as typed (``--vocab-size 5``)."""
+    flags = {"joint": ("--joint", "--separate"), "byte_fallback": ("--byte-fallback", "--no-byte-fallback")}
+    sets, labels = list(overrides), {}
+    for k, v in direct.items():
+        if v is None:
+            continue
+        sets.append(f"tokenizer.{k}={str(v).lower() if isinstance(v, bool) else v}")
+        labels[sets[-1]] = flags[k][not v] if k in flags else f"--{k.replace('_', '-')} {v}"
+    return sets, labels
+
+
 _model_option = click.option(
     "--model",
     "model_dir",
     required=True,
-    type=click.Path(file_okay=False, path_type=Path),
+    type=PathType(file_okay=False, path_type=Path),
     help="Tokenizer directory (spm.model, or src.model and tgt.model).",
 )
 _side_option = click.option(
@@ -162,19 +135,24 @@ _side_option = click.option(
     show_default=True,
     help="Which model to use when source and target have separate ones.",
 )
+_input_argument = click.argument(
+    "input_file", type=PathType(exists=True, dir_okay=False, allow_dash=True), default="-"
+)
 
 
 @tokenizer.command()
 @_model_option
 @_side_option
 @click.option("--pieces/--ids", default=True, show_default=True, help="Print piece strings or piece ids.")
-@click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
-def encode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
+@encoding_errors_option
+@_input_argument
+def encode(model_dir: Path, side: str, pieces: bool, encoding_errors: str, input_file: str) -> None:
     """Split each line of INPUT_FILE (default: standard input) into pieces, one sentence per line."""
     from ..data.tokenizer import Tokenizer
+    from ..files import read_lines
 
     tok = Tokenizer.load(model_dir)
-    lines = [line.rstrip("\n") for line in input_file]
+    lines = list(read_lines(input_file, encoding_errors))
     if pieces:
         out = [" ".join(p) for p in tok.encode_pieces(lines, side)]
     else:
@@ -188,19 +166,21 @@ def encode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
 @_model_option
 @_side_option
 @click.option("--pieces/--ids", default=True, show_default=True, help="Read piece strings or piece ids.")
-@click.argument("input_file", type=click.File("r", encoding="utf-8"), default="-")
-def decode(model_dir: Path, side: str, pieces: bool, input_file) -> None:
+@encoding_errors_option
+@_input_argument
+def decode(model_dir: Path, side: str, pieces: bool, encoding_errors: str, input_file: str) -> None:
     """Join the space-separated pieces (or ids) of each line of INPUT_FILE back into text: encode's inverse.
 
     Special pieces (<pad>, <s>, </s>) are dropped; byte pieces are joined back into their characters.
     """
     from ..data.tokenizer import Tokenizer
     from ..errors import UserError
+    from ..files import STDIN, read_lines
 
     sp = Tokenizer.load(model_dir).sp(side)
-    size, name = sp.get_piece_size(), getattr(input_file, "name", "<stdin>")
+    size, name = sp.get_piece_size(), "<stdin>" if input_file == STDIN else input_file
     out = []
-    for n, line in enumerate(input_file, 1):
+    for n, line in enumerate(read_lines(input_file, encoding_errors), 1):
         tokens = line.split()
         if pieces:
             out.append(sp.decode(tokens))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from .options import PathType, config_options
+
 # command-line device options -> training.* keys they override
 DEVICE_OPTIONS = {
     "accelerator": "accelerator",
@@ -19,19 +21,9 @@ DEVICE_OPTIONS = {
 
 
 @click.command("train")
-@click.option(
-    "--config",
-    "-c",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="YAML config (configs/quickstart.yaml, ...); with --resume it defaults to OUT_DIR/config.yaml.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set model.hidden_size=256 (repeatable).",
+@config_options(
+    "YAML config (configs/quickstart.yaml, ...); with --resume it defaults to OUT_DIR/config.yaml.",
+    "model.hidden_size=256",
 )
 @click.option(
     "--resume", is_flag=True, help="Continue from OUT_DIR/checkpoints/last.ckpt exactly where it stopped."
@@ -47,12 +39,12 @@ DEVICE_OPTIONS = {
 @click.option("--max-steps", type=int, help="Stop after this many optimizer steps (training.max_steps).")
 @click.option(
     "--out-dir",
-    type=click.Path(file_okay=False),
+    type=PathType(file_okay=False),
     help="Run directory for config, tokenizer, checkpoints and logs (training.out_dir).",
 )
 @click.option(
     "--init-from",
-    type=click.Path(),
+    type=PathType(),
     help="Fine-tune: start from this run's weights and tokenizer; fresh optimizer (training.init_from).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")
@@ -62,7 +54,6 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
     The run directory (training.out_dir) receives the resolved config, the tokenizer model(s),
     checkpoints/best.ckpt and last.ckpt, CSV logs, and the best weights as model.safetensors.
     """  # fmt: skip
-    import logging
     from pathlib import Path
 
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -72,16 +63,7 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
     from ..errors import UserError
     from ..training.trainer import train as run_training
 
-    # our own logger only: Lightning's loggers already have a handler of their own. A handler left by
-    # an earlier call in this process (tests, notebooks) would write to that call's stderr: replace it
-    log = logging.getLogger("seq2seq_lstm")
-    for old in [h for h in log.handlers if getattr(h, "s2s_cli", False)]:
-        log.removeHandler(old)
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler.s2s_cli = True
-    log.addHandler(handler)
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log = _log_to_stderr(verbose)
     if resume and overwrite:
         raise UserError("--resume and --overwrite contradict each other; pass one of them")
     if config_path is None:
@@ -115,3 +97,20 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
         lines.append(f"best validation perplexity {summary.best_val_ppl:.2f} (step {summary.best_step})")
     lines.append(f"model: {summary.weights} (run directory {summary.out_dir})")
     click.echo("\n".join(lines))
+
+
+def _log_to_stderr(verbose: bool):
+    """Our logger, printing plain lines to stderr (debug ones with ``--verbose``)."""
+    import logging
+
+    # our own logger only: Lightning's loggers already have a handler of their own. A handler left by
+    # an earlier call in this process (tests, notebooks) would write to that call's stderr: replace it
+    log = logging.getLogger("seq2seq_lstm")
+    for old in [h for h in log.handlers if getattr(h, "s2s_cli", False)]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.s2s_cli = True
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return log

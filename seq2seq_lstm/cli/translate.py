@@ -7,19 +7,27 @@ is served line by line, each translation printed (and flushed) as soon as the li
 
 from __future__ import annotations
 
-import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
-from .evaluate import LazyChoice
+from ..files import check_text
+from .options import (
+    LazyChoice,
+    PathType,
+    checkpoint_option,
+    device_option,
+    dtype_option,
+    encoding_errors_option,
+    set_threads,
+    threads_option,
+)
 
 BLOCK_LINES = 10_000  # lines read, sorted and translated at a time (bounds memory on huge files)
-FORMATS = ("text", "jsonl")
+FORMATS = ("text", "jsonl")  # inference.formats.FORMATS, repeated so that --help need not import torch
 
 # command-line option -> generation.* field it overrides (None: keep the checkpoint's value)
 GENERATION_OPTIONS = (
@@ -39,12 +47,6 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-def _dtypes() -> tuple[str, ...]:
-    from ..config import DTYPES  # not quantize's import: that loads torch, and --help must start fast
-
-    return DTYPES
-
-
 def _length_penalties() -> tuple[str, ...]:
     from ..config import LENGTH_PENALTIES
 
@@ -52,22 +54,14 @@ def _length_penalties() -> tuple[str, ...]:
 
 
 @click.command("translate")
-@click.option(
-    "--checkpoint",
-    "-c",
-    "checkpoints",
-    multiple=True,
-    required=True,
-    type=click.Path(),
-    help="Run directory written by `s2s train` (or its model.safetensors / a .ckpt). Repeat for an ensemble.",
-)
+@checkpoint_option(multiple=True)
 @click.option(
     "--input",
     "-i",
     "input_path",
     default="-",
     show_default=True,
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=PathType(dir_okay=False, allow_dash=True),
     help="Source text, one sentence a line; - reads stdin.",
 )
 @click.option(
@@ -76,7 +70,7 @@ def _length_penalties() -> tuple[str, ...]:
     "output_path",
     default="-",
     show_default=True,
-    type=click.Path(dir_okay=False, allow_dash=True),
+    type=PathType(dir_okay=False, allow_dash=True),
     help="Where translations go; a file is written atomically (whole or not at all). - is stdout.",
 )
 @click.option(
@@ -162,7 +156,7 @@ def _length_penalties() -> tuple[str, ...]:
 )
 @click.option(
     "--plot-attention",
-    type=click.Path(file_okay=False),
+    type=PathType(file_okay=False),
     help="Write an attention heat map per sentence to DIR/line-NNNNNN.png.",
 )
 @click.option(
@@ -170,70 +164,39 @@ def _length_penalties() -> tuple[str, ...]:
     default=None,
     help="Translate each line as soon as it is read (default: when stdin is a terminal).",
 )
-@click.option(
-    "--threads", type=click.IntRange(0, 1024), default=0, help="CPU threads for torch (0 = torch's default)."
+@threads_option
+@device_option
+@dtype_option(
+    "Weight type: int8 is the fastest on a CPU (3-4.5x float32 on AVX-512 with VNNI), bfloat16 "
+    "up to 2x at batch 1; both round scores a little (README: Decoding speed)."
 )
-@click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
-@click.option(
-    "--dtype",
-    type=LazyChoice(_dtypes),
-    default="float32",
-    show_default=True,
-    help="Weight type: int8 is the fastest on a CPU (3-4.5x float32 on AVX-512 with VNNI), bfloat16 "
-    "up to 2x at batch 1; both round scores a little (README: Decoding speed).",
-)
+@encoding_errors_option
 def translate(
     checkpoints, input_path, output_path, sampling, temperature, top_k, top_p, seed, prefix, prefix_tab,
-    batch_sentences, fmt, plot_attention, interactive, threads, device, dtype, **generation,
+    batch_sentences, fmt, plot_attention, interactive, threads, device, dtype, encoding_errors, **generation,
 ) -> None:  # fmt: skip
     """Translate text with a trained model (or an ensemble of them), line by line, in order."""
-    from ..config import ALPHA_MAX
-    from ..errors import UserError
-
     # refused before torch and the checkpoint load (seconds), like the ranges click checks
-    if generation["alpha"] is not None and generation["alpha"] > ALPHA_MAX:
-        raise UserError(
-            f"--alpha must be at most {ALPHA_MAX:g} (the GNMT exponent); got {generation['alpha']:g}"
-        )
-    import torch
-
-    from ..inference.translator import Sampling, Translator
-
-    if threads:
-        torch.set_num_threads(threads)
-    if prefix is not None and prefix_tab:
-        raise UserError("--prefix and --prefix-tab contradict each other; pass one of them")
-    if input_path != "-" and not Path(input_path).is_file():
-        raise UserError(f"input file {input_path} does not exist")
-    overrides = {k: v for k, v in generation.items() if v is not None}
-    if sampling:
-        sampler = Sampling(temperature, top_k, top_p, seed)
-    elif seed is not None or temperature != 1.0 or top_k or top_p != 1.0:
-        raise UserError("--temperature, --top-k, --top-p and --seed need --sampling")
-    else:
-        sampler = None
-    translator = Translator.from_checkpoint(
-        list(checkpoints),
-        sampling=sampler,
-        batch_sentences=batch_sentences,
-        device=device,
-        dtype=dtype,
-        **overrides,
-    )
-    n_best = translator.generation.n_best
-    want_attention = fmt == "jsonl" or plot_attention is not None
+    _check_options(input_path, output_path, plot_attention, prefix, prefix_tab, generation["alpha"])
+    _check_sampling(sampling, temperature, top_k, top_p, seed)
+    set_threads(threads)
+    translator = _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences,
+                             device, dtype, generation)  # fmt: skip
     if interactive is None:
         interactive = input_path == "-" and sys.stdin.isatty()
     if interactive and sys.stdin.isatty():
         click.echo("Type a sentence and press Enter; Ctrl-D ends.", err=True)
 
     def work(out: IO[str]) -> None:
-        blocks = _read_blocks(input_path, 1 if interactive else BLOCK_LINES)
-        for start, lines in blocks:
-            sources, prefixes = _split_prefixes(lines, prefix, prefix_tab, input_path, start)
+        from ..inference.formats import format_translation, input_name, read_blocks, split_prefixes
+
+        n_best, name = translator.generation.n_best, input_name(input_path)
+        want_attention = fmt == "jsonl" or plot_attention is not None
+        for start, lines in read_blocks(input_path, 1 if interactive else BLOCK_LINES, encoding_errors):
+            sources, prefixes = split_prefixes(lines, prefix, prefix_tab, name, start)
             results = translator.translate_full(sources, prefixes, attention=want_attention)
             for i, (source, hyps) in enumerate(zip(sources, results, strict=True), start=start):
-                out.write(_format(i, source, hyps, fmt, n_best))
+                out.write(format_translation(i, source, hyps, fmt, n_best))
                 if plot_attention is not None:
                     _plot(plot_attention, i, hyps[0])
             out.flush()
@@ -247,81 +210,44 @@ def translate(
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_blocks(path: str, size: int) -> Iterator[tuple[int, list[str]]]:
-    """(1-based number of the first line, lines) for blocks of ``size`` lines; bad UTF-8 names its line."""
+def _check_options(input_path, output_path, plot_attention, prefix, prefix_tab, alpha) -> None:
+    from ..config import ALPHA_MAX
+    from ..errors import UserError
+    from ..files import check_output
+
+    if alpha is not None and alpha > ALPHA_MAX:
+        raise UserError(f"--alpha must be at most {ALPHA_MAX:g} (the GNMT exponent); got {alpha:g}")
+    if prefix is not None and prefix_tab:
+        raise UserError("--prefix and --prefix-tab contradict each other; pass one of them")
+    if input_path != "-" and not Path(input_path).is_file():
+        raise UserError(f"input file {input_path} does not exist")
+    if output_path != "-":
+        check_output(output_path, "-o")
+    if plot_attention is not None:
+        check_output(plot_attention, "--plot-attention", directory=True)
+    if prefix is not None:
+        check_text(prefix, "--prefix")
+
+
+def _check_sampling(sampling, temperature, top_k, top_p, seed) -> None:
     from ..errors import UserError
 
-    name = "stdin" if path == "-" else path
-    stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115 (closed below)
-    try:
-        block: list[str] = []
-        start = 1
-        for number, raw in enumerate(iter(stream.readline, b""), start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise UserError(
-                    f"{name} line {number}: not valid UTF-8 (byte {e.start + 1}); convert the file to UTF-8"
-                ) from None
-            block.append(line.rstrip("\r\n"))
-            if len(block) >= size:
-                yield start, block
-                start, block = number + 1, []
-        if block:
-            yield start, block
-    finally:
-        if path != "-":
-            stream.close()
+    if not sampling and (seed is not None or temperature != 1.0 or top_k or top_p != 1.0):
+        raise UserError("--temperature, --top-k, --top-p and --seed need --sampling")
 
 
-def _split_prefixes(
-    lines: list[str], prefix: str | None, prefix_tab: bool, path: str, start: int
-) -> tuple[list[str], Any]:
-    """Sources and forced prefixes of a block whose first line is line ``start`` of ``path``. With
-    ``prefix_tab`` every non-empty line must hold a tab (an empty line stays an empty translation)."""
-    if prefix_tab:
-        parts = [line.split("\t", 1) for line in lines]
-        missing = next((start + i for i, p in enumerate(parts) if len(p) == 1 and p[0]), None)
-        if missing is not None:
-            from ..errors import UserError
+def _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences, device, dtype,
+                generation):  # fmt: skip
+    from ..inference.translator import Sampling, Translator
 
-            name = "stdin" if path == "-" else path
-            raise UserError(
-                f"{name} line {missing}: no tab; --prefix-tab expects SOURCE<TAB>PREFIX "
-                "(SOURCE<TAB> for no prefix)"
-            )
-        return [p[0] for p in parts], [p[1] if len(p) > 1 else None for p in parts]
-    return lines, None if prefix is None else [prefix] * len(lines)
-
-
-def _format(number: int, source: str, hyps: list, fmt: str, n_best: int) -> str:
-    if fmt == "jsonl":
-        best = hyps[0]
-        record = {
-            "line": number,
-            "source": source,
-            "translation": best.text,
-            "score": best.score,
-            "source_pieces": best.source_pieces,
-            "nbest": [
-                {
-                    "text": h.text,
-                    "score": h.score,
-                    "pieces": h.pieces,
-                    "ids": h.tokens,
-                    "token_log_probs": [round(x, 6) for x in h.token_log_probs],
-                    "alignment": h.alignment,
-                    "attention": None
-                    if h.attention is None
-                    else [[round(x, 4) for x in row] for row in h.attention.tolist()],
-                }
-                for h in hyps
-            ],
-        }
-        return json.dumps(record, ensure_ascii=False) + "\n"
-    if n_best == 1:
-        return hyps[0].text + "\n"
-    return "".join(f"{number - 1} ||| {h.text} ||| {h.score:.4f}\n" for h in hyps)  # Moses n-best, 0-based
+    return Translator.from_checkpoint(
+        list(checkpoints),
+        sampling=Sampling(temperature, top_k, top_p, seed) if sampling else None,
+        batch_sentences=batch_sentences,
+        device=device,
+        dtype=dtype,
+        **{k: v for k, v in generation.items() if v is not None},
+    )
 
 
 def _plot(directory: str, number: int, best) -> None:
