@@ -43,8 +43,10 @@ SEED_MAX = 2**32 - 1  # numpy's (and so Lightning's seed_everything's) largest s
 
 
 def _check_choice(section: str, name: str, value: Any, choices: tuple) -> None:
+    """``section`` "" names a top-level key (``task``), as ``--set`` spells it."""
     if value not in choices:
-        raise ConfigError(f"{section}.{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        key = f"{section}.{name}" if section else name
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, choices))}; got {value!r}")
 
 
 def _check_range(
@@ -296,7 +298,7 @@ class Config:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
 
     def __post_init__(self) -> None:
-        _check_choice("config", "task", self.task, TASKS)
+        _check_choice("", "task", self.task, TASKS)
         if self.model.tie_source and not self.tokenizer.joint:
             raise ConfigError("model.tie_source needs tokenizer.joint: true (one vocabulary for both sides)")
 
@@ -438,7 +440,9 @@ def _apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...
         keys, value = parse_override(text)
         node = data
         for k in keys[:-1]:
-            node = node.setdefault(k, {})
+            if node.get(k) is None:  # absent, or a section left empty in the file (`model:` alone)
+                node[k] = {}
+            node = node[k]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text}: {k} is not a section")
         node[keys[-1]] = value
