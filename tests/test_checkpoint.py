@@ -165,6 +165,8 @@ def test_truncated_checkpoint_is_a_clear_error(run, keep):
         CheckpointError, match=rf"^{last} is corrupt or truncated \(.+\); use another checkpoint$"
     ):
         load_checkpoint_file(last)
+    # with a best.ckpt that loads, --resume continues from it (tests/bad_input/test_training_faults.py)
+    RunDir(run).best_ckpt.unlink()
     result = CliRunner().invoke(main, ["train", "--resume", "--out-dir", str(run)])
     assert result.exit_code == 1 and result.output.splitlines()[-1].startswith(f"Error: {last} is corrupt or")
     assert "Traceback" not in result.output

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -30,7 +30,6 @@ from ..checkpoint import (
     CKPT_KEY,
     RunDir,
     check_state_dict,
-    check_tokenizer,
     export_weights,
     load_checkpoint_file,
     load_for_inference,
@@ -40,11 +39,15 @@ from ..checkpoint import (
 )
 from ..config import Config, TrainingConfig, load_config, save_config
 from ..errors import CheckpointError, ConfigError, UserError
+from .checkpoint_io import AtomicCheckpointIO, remove_orphans
+from .interrupt import GracefulStop, interrupted
+from .progress import ProgressBar, StepClock
+from .resume import check_resume, check_resume_checkpoint, resume_point
+from .run_lock import LOCK_NAME, run_lock
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-# sections that must be the same to resume: they decide the tokenizer and the parameters' shapes
-RESUME_FIXED = ("task", "tokenizer", "model")
 RANK_ZERO_WAIT_S = 3600.0  # how long other ranks wait for rank 0 to write the tokenizer (torchrun, SLURM)
 
 
@@ -83,14 +86,11 @@ def train(
     callbacks: Sequence[Any] = (),
     trainer_kwargs: dict[str, Any] | None = None,
 ) -> TrainSummary:
-    """Train ``cfg`` into ``cfg.training.out_dir``; ``resume`` continues from its ``checkpoints/last.ckpt``.
+    """Train ``cfg`` into ``cfg.training.out_dir``; ``resume`` continues from its ``checkpoints/last.ckpt``
+    (or, when that does not load, from the newest checkpoint that does).
 
     ``callbacks`` and ``trainer_kwargs`` are added to Lightning's Trainer (for tools and tests).
     """
-    from ..data.datamodule import LMDataModule, TranslationDataModule
-    from ..model.seq2seq import build_model, model_summary
-    from .system import SYSTEMS
-
     start = time.perf_counter()
     t = cfg.training
     run = RunDir(t.out_dir)
@@ -98,75 +98,155 @@ def train(
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     rank = _global_rank()
-
-    ckpt_path: Path | None = None
     if resume:
-        ckpt_path = run.last_ckpt
-        _check_resume(cfg, run)
-    elif run.last_ckpt.exists() and not overwrite:
-        raise UserError(
-            f"{run.root} already holds a training run ({run.last_ckpt}); pass --resume to continue it, "
-            "--overwrite to start over, or another --out-dir"
-        )
+        check_resume(cfg, run)
+    made = _topmost_missing(run.root)  # before the lock file creates the directory
     trainer: L.Trainer | None = None
 
     def trained() -> bool:  # asked only when something fails: by then ``trainer`` may be set below
         return trainer is not None and trainer.global_step > 0
 
-    with _removed_on_failure(run, fresh=not resume and rank == 0, trained=trained):
-        L.seed_everything(t.seed, workers=True, verbose=False)
-        tokenizer = _prepare_run(cfg, run, resume, overwrite, rank)
+    # one process per launch holds the directory: rank 0 (under DDP the other ranks are its helpers)
+    with run_lock(run.root) if rank == 0 else contextlib.nullcontext(), _quiet_datasets():
+        fresh = _fresh_run(run, made) if not resume and rank == 0 else None
+        with _removed_on_failure(run, fresh, trained):
+            resumed = resume_point(run, verbose=rank == 0) if resume else None
+            if rank == 0:
+                for orphan in remove_orphans(run.checkpoints):
+                    logger.debug("removed %s, left by a process killed while saving", orphan)
+            if not resume and run.last_ckpt.exists() and not overwrite:
+                raise UserError(
+                    f"{run.root} already holds a training run ({run.last_ckpt}); pass --resume to continue "
+                    "it, --overwrite to start over, or another --out-dir"
+                )
+            L.seed_everything(t.seed, workers=True, verbose=False)
+            tokenizer = _prepare_run(cfg, run, resume, overwrite, rank)
+            system, datamodule = _build_system(cfg, tokenizer, run, resumed)
+            with _lightning_warnings():
+                trainer = L.Trainer(
+                    **_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {})
+                )
+            final_val = _fit(trainer, system, datamodule, cfg, resumed)
+            return _finish(cfg, run, trainer, system, final_val, resumed, time.perf_counter() - start)
 
-        datamodules = {"translation": TranslationDataModule, "lm": LMDataModule}
-        datamodule = datamodules[cfg.task](cfg, tokenizer)
-        model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
-        if ckpt_path is not None:
-            _check_resume_checkpoint(ckpt_path, model, tokenizer, run)
-        elif t.init_from:
-            _init_weights(model, cfg)
-        logger.info("model: %s", model_summary(model))
-        system = SYSTEMS[cfg.task](cfg, model, tokenizer)
 
-        with warnings.catch_warnings():
-            # The plateau scheduler is stepped only on fresh validation results (lr_scheduler_step);
-            # before the first validation Lightning finds no score and says so once: expected, not news.
-            warnings.filterwarnings("ignore", message="ReduceLROnPlateau conditioned on metric")
-            # Lightning's own use of a torch.utils._pytree name that newer torch deprecates: not ours
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-            trainer = L.Trainer(
-                **_trainer_options(cfg, run, system, list(callbacks)), **(trainer_kwargs or {})
-            )
-            trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-            # Validations come every val_every_steps (and at a max_time stop); a run that ends at
-            # max_steps or at its last epoch between two of them would export a model up to
-            # val_every_steps - 1 steps old. Score the final state too (after fit: a validation inside
-            # the loop at an unscheduled step would leave a last.ckpt that Lightning cannot resume from).
-            final_val = (
-                bool(cfg.data.valid)
-                and not trainer.interrupted
-                and trainer.global_step > 0
-                and system.val_step != trainer.global_step
-            )
-            if final_val:
-                trainer.validate(system, datamodule=datamodule, verbose=False)
+def _build_system(
+    cfg: Config, tokenizer: Any, run: RunDir, resumed: tuple[Path, int] | None
+) -> tuple[Any, Any]:
+    """The Lightning system (model from the config: fresh, fine-tuned, or checked against the checkpoint
+    a resume starts from) and the DataModule."""
+    from ..data.datamodule import LMDataModule, TranslationDataModule
+    from ..model.seq2seq import build_model, model_summary
+    from .system import SYSTEMS
 
-        summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
-        if trainer.is_global_zero and cfg.task == "translation" and cfg.generation.shortlist:
-            from .shortlist import build_shortlist
+    datamodules = {"translation": TranslationDataModule, "lm": LMDataModule}
+    datamodule = datamodules[cfg.task](cfg, tokenizer)
+    model = build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)
+    if resumed is not None:
+        check_resume_checkpoint(resumed[0], model, tokenizer, run)
+    elif cfg.training.init_from:
+        _init_weights(model, cfg)
+    logger.info("model: %s", model_summary(model))
+    return SYSTEMS[cfg.task](cfg, model, tokenizer), datamodule
 
-            # the config decodes with a shortlist: build it now, or `s2s translate` on the run would stop
-            logger.info("%s", build_shortlist(run.root))
-        return TrainSummary(
-            out_dir=run.root,
-            steps=trainer.global_step,
-            best_step=summary_info.get("step"),
-            best_val_bleu=summary_info.get("val_bleu"),
-            best_val_chrf=summary_info.get("val_chrf"),
-            best_val_ppl=summary_info.get("val_ppl"),
-            weights=run.weights if trainer.is_global_zero else None,
-            is_global_zero=trainer.is_global_zero,
-            seconds=time.perf_counter() - start,
+
+@contextlib.contextmanager
+def _lightning_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        # The plateau scheduler is stepped only on fresh validation results (lr_scheduler_step);
+        # before the first validation Lightning finds no score and says so once: expected, not news.
+        warnings.filterwarnings("ignore", message="ReduceLROnPlateau conditioned on metric")
+        # Lightning's own use of a torch.utils._pytree name that newer torch deprecates: not ours
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        yield
+
+
+def _fit(
+    trainer: L.Trainer, system: Any, datamodule: Any, cfg: Config, resumed: tuple[Path, int] | None
+) -> bool:
+    """Lightning's ``fit`` (Ctrl-C stops it after a step), then a validation of the final state when no
+    scheduled one scored it; returns whether that validation ran."""
+    stop = _callback(trainer, GracefulStop)
+    ckpt_path = resumed[0] if resumed is not None else None
+    with _lightning_warnings():
+        try:
+            with stop.installed():
+                trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SystemExit:  # Lightning's answer to a second Ctrl-C
+            if stop.requested and trainer.is_global_zero:
+                raise _interrupted(trainer, RunDir(cfg.training.out_dir), resumed) from None
+            raise
+        # Validations come every val_every_steps (and at a max_time stop); a run that ends at
+        # max_steps or at its last epoch between two of them would export a model up to
+        # val_every_steps - 1 steps old. Score the final state too (after fit: a validation inside
+        # the loop at an unscheduled step would leave a last.ckpt that Lightning cannot resume from).
+        final_val = (
+            bool(cfg.data.valid)
+            and not trainer.interrupted
+            and not stop.requested
+            and trainer.global_step > 0
+            and system.val_step != trainer.global_step
         )
+        if final_val:
+            trainer.validate(system, datamodule=datamodule, verbose=False)
+    return final_val
+
+
+def _finish(
+    cfg: Config, run: RunDir, trainer: L.Trainer, system: Any, final_val: bool,
+    resumed: tuple[Path, int] | None, seconds: float,
+) -> TrainSummary:  # fmt: skip
+    """Export the best weights (and the shortlist the config decodes with); an interrupted run then
+    stops with the line that says how to continue it."""
+    summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
+    if trainer.is_global_zero and cfg.task == "translation" and cfg.generation.shortlist:
+        from .shortlist import build_shortlist
+
+        # the config decodes with a shortlist: build it now, or `s2s translate` on the run would stop
+        logger.info("%s", build_shortlist(run.root))
+    if _callback(trainer, GracefulStop).requested and trainer.is_global_zero:
+        raise _interrupted(trainer, run, resumed)
+    return TrainSummary(
+        out_dir=run.root,
+        steps=trainer.global_step,
+        best_step=summary_info.get("step"),
+        best_val_bleu=summary_info.get("val_bleu"),
+        best_val_chrf=summary_info.get("val_chrf"),
+        best_val_ppl=summary_info.get("val_ppl"),
+        weights=run.weights if trainer.is_global_zero else None,
+        is_global_zero=trainer.is_global_zero,
+        seconds=seconds,
+    )
+
+
+def _callback(trainer: L.Trainer, kind: type[T]) -> T:
+    return next(c for c in trainer.callbacks if isinstance(c, kind))
+
+
+def _interrupted(trainer: L.Trainer, run: RunDir, resumed: tuple[Path, int] | None) -> UserError:
+    """What a Ctrl-C left: the step last.ckpt holds from this process, else the checkpoint resumed from."""
+    io = trainer.strategy.checkpoint_io
+    saved = io.saved_step(run.last_ckpt) if isinstance(io, AtomicCheckpointIO) else None
+    if saved is not None:
+        return interrupted(run.root, run.last_ckpt, saved, trainer.global_step)
+    if resumed is not None:
+        return interrupted(run.root, resumed[0], resumed[1], trainer.global_step)
+    return interrupted(run.root, run.last_ckpt, None, trainer.global_step)
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """`datasets` draws a "Generating train split" bar for every corpus it reads: noise in a training log,
+    and in front of a corpus error it breaks the one-line rule."""
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,68 +336,49 @@ def cpu_precision(t: TrainingConfig) -> str:
     return "32-true"
 
 
-def _first_difference(a: Any, b: Any, where: str) -> tuple[str, Any, Any] | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in list(a) + [k for k in b if k not in a]:
-            diff = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
-            if diff:
-                return diff
-        return None
-    return None if a == b else (where, a, b)
-
-
-def _check_resume(cfg: Config, run: RunDir) -> None:
-    if not run.last_ckpt.is_file():
-        raise CheckpointError(f"cannot resume: {run.last_ckpt} does not exist; train without --resume first")
-    if not run.config.is_file():
-        raise CheckpointError(f"cannot resume: {run.config} is missing; it is written by `s2s train`")
-    try:
-        saved = load_config(run.config)
-    except ConfigError as e:
-        raise CheckpointError(f"cannot resume: {e}") from None
-    new, old = cfg.to_dict(), saved.to_dict()
-    for section in RESUME_FIXED:
-        diff = _first_difference(new[section], old[section], section)
-        if diff:
-            key, now, before = diff
-            raise CheckpointError(
-                f"cannot resume {run.root}: {key} is {now!r} now but was {before!r} in {run.config}; "
-                "resume with the same tokenizer and model settings, or train into another --out-dir"
-            )
-
-
-def _check_resume_checkpoint(path: Path, model: Any, tokenizer: Any, run: RunDir) -> None:
-    """Refuse an unsafe, corrupt or mismatching last.ckpt before Lightning touches it."""
-    ckpt = load_checkpoint_file(path)
-    info = ckpt.get(CKPT_KEY)
-    if not isinstance(info, dict):
-        raise CheckpointError(f"{path} was not written by `s2s train` (no {CKPT_KEY!r} entry); cannot resume")
-    check_tokenizer(tokenizer, info, str(run.tokenizer), str(path))
-    check_state_dict(model, model_state_from_checkpoint(ckpt, str(path)), str(path), str(run.config))
-
-
 # --------------------------------------------------------------------------------------------------
 # Run directory
 
 
+def _topmost_missing(root: Path) -> Path | None:
+    """The topmost folder a run into ``root`` creates (parents included); None when ``root`` exists."""
+    made = None if root.exists() or root.is_symlink() else root
+    while made is not None and not made.parent.exists():
+        made = made.parent
+    return made
+
+
+@dataclass(frozen=True)
+class _FreshRun:
+    """A run directory that was missing or empty (but for the lock file) when this run took it."""
+
+    root: Path
+    made: Path | None  # the topmost folder this run created; None: ``root`` existed
+
+
+def _fresh_run(run: RunDir, made: Path | None) -> _FreshRun | None:
+    """``run`` as a fresh run, or None when it already held something (looked at under the lock)."""
+    root = run.root
+    if root.is_symlink() or not root.is_dir() or any(p.name != LOCK_NAME for p in root.iterdir()):
+        return None
+    return _FreshRun(root, made)
+
+
 @contextlib.contextmanager
-def _removed_on_failure(run: RunDir, fresh: bool, trained: Callable[[], bool]) -> Iterator[None]:
+def _removed_on_failure(run: RunDir, fresh: _FreshRun | None, trained: Callable[[], bool]) -> Iterator[None]:
     """A fresh run that fails before its first optimizer step (data that cannot be read or leaves no
     pairs, a tokenizer that cannot be trained, a loss that is NaN at once) takes away what it made:
     config.yaml, tokenizer/ and logs/ alone are no run. Only a directory that was missing or empty
     before is cleared; a run that ``trained()`` keeps its logs, and its checkpoints for ``--resume``."""
-    root = run.root
-    if not fresh or root.is_symlink() or (root.exists() and (not root.is_dir() or any(root.iterdir()))):
-        yield
-        return
-    made = None if root.exists() else root  # the topmost folder this run creates (parents included)
-    while made is not None and not made.parent.exists():
-        made = made.parent
     try:
         yield
     except BaseException:
-        if not trained() and not (run.checkpoints.is_dir() and any(run.checkpoints.glob("*.ckpt"))):
-            for path in [made] if made is not None else list(root.iterdir()):
+        if (
+            fresh is not None
+            and not trained()
+            and not (run.checkpoints.is_dir() and any(run.checkpoints.glob("*.ckpt")))
+        ):
+            for path in [fresh.made] if fresh.made is not None else list(fresh.root.iterdir()):
                 if path.is_dir() and not path.is_symlink():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
@@ -443,8 +504,7 @@ def _device_options(t: TrainingConfig, precision: str) -> dict[str, Any]:
 
 
 def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) -> dict[str, Any]:
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     t = cfg.training
     validate = bool(cfg.data.valid)  # the settings that need it were checked by check_trainer_options
@@ -459,23 +519,12 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
         enable_version_counter=False,
         every_n_train_steps=None if validate else (t.val_every_steps or None),
     )
-    callbacks: list[Any] = [checkpoint, LastCheckpoint(run.last_ckpt), *extra]
+    clock = StepClock()
+    callbacks: list[Any] = [checkpoint, LastCheckpoint(run.last_ckpt), GracefulStop(), clock, *extra]
     if t.patience:
         callbacks.append(EarlyStopping(monitor=system.monitor, mode=system.monitor_mode, patience=t.patience))
     if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=1))
-    if t.logger == "csv":
-        log: Any = CSVLogger(run.root, name="logs")
-    elif t.logger == "tensorboard":
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "training.logger=tensorboard needs `pip install tensorboard`; or use csv"
-            ) from None
-        log = TensorBoardLogger(run.root, name="logs")
-    else:
-        log = False
+        callbacks.append(ProgressBar(clock, refresh_rate=1))
     every = t.val_every_steps * t.accumulate  # Lightning counts batches, our config counts optimizer steps
     return {
         **_device_options(t, cpu_precision(t)),
@@ -490,13 +539,30 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
         "gradient_clip_algorithm": "norm",
         "log_every_n_steps": t.log_every_steps,
         "callbacks": callbacks,
-        "logger": log,
+        "plugins": [AtomicCheckpointIO()],  # the temp file beside the checkpoint, not in $TMPDIR
+        "logger": _logger(cfg, run),
         "enable_progress_bar": t.progress_bar,
         "enable_model_summary": False,
         "use_distributed_sampler": False,  # TokenBatchSampler shards by rank itself
         "num_sanity_val_steps": 0,
         "default_root_dir": run.root,
     }
+
+
+def _logger(cfg: Config, run: RunDir) -> Any:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if cfg.training.logger == "csv":
+        return CSVLogger(run.root, name="logs")
+    if cfg.training.logger == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "training.logger=tensorboard needs `pip install tensorboard`; or use csv"
+            ) from None
+        return TensorBoardLogger(run.root, name="logs")
+    return False
 
 
 class LastCheckpoint(Checkpoint):
