@@ -10,7 +10,7 @@ steps and prints:
 * the model's training FLOP rate next to this machine's fp32 (and bf16) GEMM peak measured in the
   same run, i.e. how much of the CPU the training loop uses;
 * with ``--onmt SECONDS``, the OpenNMT-py 3.5.1 baseline trained right after on the same data and
-  SentencePiece model (``shared/bench/opennmt_baseline.sh``), and the ratio of the two.
+  SentencePiece model (``benchmarks/opennmt_baseline.sh``), and the ratio of the two.
 
     python benchmarks/train_speed.py --data data/ding-en-de --steps 150 --precision bf16-mixed --onmt 300
 """
@@ -174,7 +174,7 @@ def main() -> None:
     }
     print(json.dumps(res))
     if args.onmt:
-        script = ROOT.parent / "shared/bench/opennmt_baseline.sh"
+        script = ROOT / "benchmarks/opennmt_baseline.sh"
         spm = out / "tokenizer/spm.model"
         env = dict(os.environ, SKIP_BS1="1")
         line = subprocess.run(

@@ -1,12 +1,12 @@
 """Decoding speed of `s2s translate`: sentences/s and target pieces/s, beam 5 and greedy, batch 32 and 1.
 
     python benchmarks/translate_speed.py runs/ding-en-de                       # a trained run directory
-    python benchmarks/translate_speed.py --random-reference /tmp/ref            # no trained model yet
+    python benchmarks/translate_speed.py --random-reference runs/random-ref     # no trained model yet
     python benchmarks/translate_speed.py runs/ding-en-de --onmt-json onmt.json  # ratios to OpenNMT-py
 
 Decodes the Ding test source (data/ding-en-de/test.en) through the public ``Translator`` API (the
 time covers tokenization, batching, search and detokenization, not loading), in the four modes
-OpenNMT-py's baseline uses (``/work/shared/bench/opennmt_baseline.sh``: beam5_bs32, beam5_bs1,
+OpenNMT-py's baseline uses (``benchmarks/opennmt_baseline.sh``: beam5_bs32, beam5_bs1,
 greedy_bs32, greedy_bs1; batches of N sentences), and reports sentences/s, target pieces/s (EOS
 included), mean output length (an undertrained model runs to the maximum length, which distorts
 sentences/s), BLEU when the reference exists, and peak RSS (the process's peak so far: modes run in
