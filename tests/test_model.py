@@ -202,6 +202,47 @@ def test_reorder_keeps_none_fields():
     assert moved.batch_size == 1 and moved.feed is None and moved.memory is None and moved.keys is None
 
 
+def test_cat_joins_blocks_of_rows_like_one_reorder():
+    """The suggester steps rows taken from several earlier states at once: cat of the blocks is the
+    reorder that picks those rows from one state, field by field (memory and keys too)."""
+    torch.manual_seed(2)
+    model = Seq2Seq(tiny(), SRC_V, TGT_V).eval()
+    src, lens, _ = batch()
+    with torch.no_grad():
+        state = model.start(src, lens)
+        _, state, _ = model.step(torch.tensor([2, 2, 2]), state)  # feed is set after a step
+    joined = DecoderState.cat([state.reorder(torch.tensor([0, 2])), state.reorder(torch.tensor([1]))])
+    want = state.reorder(torch.tensor([0, 2, 1]))
+    assert joined.batch_size == 3
+    for name in ("h", "c", "feed", "memory", "mask", "keys"):
+        assert torch.equal(getattr(joined, name), getattr(want, name)), name
+    lm = DecoderState.cat([DecoderState(h=torch.zeros(2, 1, 4), c=torch.ones(2, 1, 4))] * 2)
+    assert lm.batch_size == 2 and lm.feed is None and lm.memory is None
+    with pytest.raises(ValueError, match="states with beams cannot be joined"):
+        DecoderState.cat([state.expand_beams(torch.arange(3).repeat_interleave(2), 2)])
+
+
+@pytest.mark.parametrize(("kw", "names"), [
+    ({"emb_dim": 8}, ["attn_out", "emb_gates", "generator"]),
+    ({}, ["attn_out", "emb_gates", "generator", "out_proj"]),  # tied, E 6 < H 8: H -> E first
+    ({"emb_dim": 8, "input_feeding": False}, ["attn_out", "generator"]),  # fused: the LSTM's own input
+])  # fmt: skip
+def test_decoder_names_its_projections_and_replaces_only_those(kw, names):
+    decoder = Seq2Seq(tiny(**kw), SRC_V, TGT_V).decoder
+    assert sorted(decoder.projections()) == names
+    assert sorted(decoder.attention.projections()) == ["linear_in"]  # "general"
+    layer = torch.nn.Linear(8, 8, bias=False)
+    decoder.replace_projection("attn_out", torch.nn.Linear(16, 8, bias=False))
+    decoder.attention.replace_projection("linear_in", layer)
+    assert decoder.attention.linear_in is layer
+    with pytest.raises(KeyError, match="no projection 'rnn'"):
+        decoder.replace_projection("rnn", layer)
+    with pytest.raises(KeyError, match="no projection 'energy_layer'"):  # a scoring vector, not one
+        Seq2Seq(tiny(attention="bahdanau"), SRC_V, TGT_V).decoder.attention.replace_projection(
+            "energy_layer", layer
+        )
+
+
 def loss_of(model, src, lens, tgt_in):
     if isinstance(model, LanguageModel):
         logits = model(tgt_in)

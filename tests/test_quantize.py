@@ -15,7 +15,7 @@ from seq2seq_lstm.decoding.quantize import (
     encoder_cells,
 )
 from seq2seq_lstm.errors import UserError
-from seq2seq_lstm.model.cells import CELLS
+from seq2seq_lstm.model.cells import CELLS, tanh_via_sigmoid
 from seq2seq_lstm.model.encoder import CellLSTM, Encoder
 from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq
 
@@ -115,6 +115,24 @@ def test_int8_translation_model_steps_like_the_float_one(attention):
             tokens = torch.tensor([tok, tok])
             (want, s0, _), (got, s1, _) = model.step(tokens, s0), int8.step(tokens, s1)
             assert (want.exp() - got.exp()).abs().sum(1).max().item() < 0.05
+
+
+@pytest.mark.parametrize("input_feeding", [True, False])
+def test_int8_swaps_the_decoders_parts_through_its_public_methods(input_feeding):
+    """Every projection the decoder and its attention name become int8, the fused LSTM becomes cells,
+    the attentional tanh goes through the sigmoid; Bahdanau's scoring vector stays float."""
+    cfg = ModelConfig(emb_dim=16, hidden_size=32, enc_layers=1, dec_layers=2, dropout=0.0,
+                      attention="bahdanau", input_feeding=input_feeding)  # fmt: skip
+    int8 = convert_weights(Seq2Seq(cfg, 50, 50).eval(), "int8")
+    decoder = int8.decoder
+    assert decoder.projections() and all(isinstance(p, Int8Linear) for p in decoder.projections().values())
+    assert sorted(decoder.attention.projections()) == ["key_layer", "query_layer"]
+    assert all(isinstance(p, Int8Linear) for p in decoder.attention.projections().values())
+    assert type(decoder.attention.energy_layer) is torch.nn.Linear
+    assert decoder.tanh is tanh_via_sigmoid and not decoder.fused
+    assert all(isinstance(layer, Int8Cell) for layer in decoder.rnn.layers)
+    lm = convert_weights(LanguageModel(cfg, 50).eval(), "int8")
+    assert lm.decoder.fused and not isinstance(lm.decoder.rnn, torch.nn.LSTM)  # torch's int8 LSTM, one call
 
 
 # fbgemm (x86) takes the input range as an argument; QNNPACK (ARM CPUs) needs the pinning columns

@@ -268,32 +268,30 @@ def _to_int8(decoder: Decoder) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             spec = {nn.LSTM: torch.ao.quantization.default_dynamic_qconfig}
-            decoder.rnn = torch.ao.quantization.quantize_dynamic(
-                nn.Sequential(decoder.rnn), spec, dtype=torch.qint8
-            )[0]
+            decoder.replace_rnn(
+                torch.ao.quantization.quantize_dynamic(nn.Sequential(decoder.rnn), spec, dtype=torch.qint8)[0]
+            )
     elif isinstance(decoder.rnn, nn.LSTM):  # torch's int8 LSTM would range over the batch: cells
-        decoder.rnn = cells_from_lstm(decoder.rnn, decoder.dropout)
-        decoder.fused = False
-    decoder.embed = Int8Embedding(decoder.embed)
+        decoder.replace_rnn(cells_from_lstm(decoder.rnn, decoder.dropout))
+    decoder.replace_embedding(Int8Embedding(decoder.embed))
     # the first layer's input is the attentional feed (input feeding) or nothing (its embedding part
     # comes in as precomputed gates); the upper layers' input is the layer below's h
     if isinstance(decoder.rnn, StackedCell):
-        decoder.rnn.layers = nn.ModuleList(
-            Int8Cell(cell, joint=k > 0 or decoder.input_feeding) for k, cell in enumerate(decoder.rnn.layers)
-        )
+        layers = decoder.rnn.layers
+        for k, cell in enumerate(list(layers)):
+            layers[k] = Int8Cell(cell, joint=k > 0 or decoder.input_feeding)
     bounds = {"emb_gates": None, "attn_out": 1.0, "out_proj": 1.0}
     bounds["generator"] = None if isinstance(decoder.out_proj, nn.Linear) else 1.0
-    for name, bound in bounds.items():
-        linear = getattr(decoder, name)
+    for name, linear in decoder.projections().items():
         if isinstance(linear, nn.Linear):
-            setattr(decoder, name, Int8Linear(linear.weight, linear.bias, bound=bound))
-    decoder.tanh = tanh_via_sigmoid  # the attentional vector's tanh(W_c [c; h])
+            decoder.replace_projection(name, Int8Linear(linear.weight, linear.bias, bound=bounds[name]))
+    decoder.replace_tanh(tanh_via_sigmoid)  # the attentional vector's tanh(W_c [c; h])
     # attention's projections of the memory (encoder LSTM outputs) and of the query (the top layer's
-    # h): inputs in [-1, 1]. Bahdanau's energy layer (H -> 1) stays float: one output column.
-    for name in ("linear_in", "key_layer", "query_layer"):
-        linear = getattr(decoder.attention, name, None)
-        if isinstance(linear, nn.Linear):
-            setattr(decoder.attention, name, Int8Linear(linear.weight, linear.bias, bound=1.0))
+    # h): inputs in [-1, 1]. Bahdanau's energy layer (H -> 1) is no projection and stays float.
+    if decoder.attention is not None:
+        for name, linear in decoder.attention.projections().items():
+            if isinstance(linear, nn.Linear):
+                decoder.attention.replace_projection(name, Int8Linear(linear.weight, linear.bias, bound=1.0))
 
 
 def _encoder_to_int8(encoder: Encoder) -> None:

@@ -28,6 +28,17 @@ class Attention(nn.Module):
         """(B, S, H) memory -> keys used by ``score``; the identity unless a subclass projects."""
         return memory
 
+    def projections(self) -> dict[str, nn.Module]:
+        """The linear layers applied to the memory or the query, by name (none for "dot"); a scoring
+        vector such as Bahdanau's ``v`` is not one."""
+        return {}
+
+    def replace_projection(self, name: str, layer: nn.Module) -> None:
+        """Use ``layer`` (same sizes) for the projection ``name`` of :meth:`projections` (int8 inference)."""
+        if name not in self.projections():
+            raise KeyError(f"{type(self).__name__} has no projection {name!r}")
+        setattr(self, name, layer)
+
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         """query (B, T, H), keys (B, S, H') -> scores (B, T, S)."""
         raise NotImplementedError
@@ -66,6 +77,9 @@ class GeneralAttention(Attention):
     def project_keys(self, memory: Tensor) -> Tensor:
         return self.linear_in(memory)  # (B, S, H)
 
+    def projections(self) -> dict[str, nn.Module]:
+        return {"linear_in": self.linear_in}
+
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         return torch.bmm(query, keys.transpose(1, 2))  # (B, T, S)
 
@@ -81,6 +95,9 @@ class BahdanauAttention(Attention):
 
     def project_keys(self, memory: Tensor) -> Tensor:
         return self.key_layer(memory)  # (B, S, H)
+
+    def projections(self) -> dict[str, nn.Module]:
+        return {"key_layer": self.key_layer, "query_layer": self.query_layer}
 
     def score(self, query: Tensor, keys: Tensor) -> Tensor:
         hidden = torch.tanh(self.query_layer(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, H)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,8 @@ from .shared_weight import SharedLinear, compute_dtype
 
 # logits per block of rows in Decoder._log_probs (CPU): about one core's L2 cache
 LOGIT_BLOCK_BYTES = 2**20
+# the decoder's linear layers (Decoder.projections), in the order of a step
+PROJECTIONS = ("emb_gates", "attn_out", "out_proj", "generator")
 
 
 @dataclass
@@ -57,6 +60,19 @@ class DecoderState:
     @property
     def batch_size(self) -> int:
         return self.h.size(1)
+
+    @classmethod
+    def cat(cls, states: Sequence[DecoderState]) -> DecoderState:
+        """The rows of ``states`` one after the other (one row per sentence: no beams)."""
+        if any(s.beams != 1 for s in states):
+            raise ValueError("cat: states with beams cannot be joined")
+
+        def join(name: str, dim: int) -> Tensor | None:
+            parts = [getattr(s, name) for s in states]
+            return None if parts[0] is None else torch.cat(parts, dim)
+
+        return cls(h=join("h", 1), c=join("c", 1), feed=join("feed", 0), memory=join("memory", 0),
+                   mask=join("mask", 0), keys=join("keys", 0))  # fmt: skip
 
     def expand_beams(self, index: Tensor, beams: int) -> DecoderState:
         """``reorder(index)`` for ``index`` = each row repeated ``beams`` times, copies adjacent (B rows
@@ -180,12 +196,40 @@ class Decoder(nn.Module):
             nn.Linear(hidden_size, emb_dim, bias=False) if tie_output and emb_dim != hidden_size else None
         )
         self.gate_table: Tensor | None = None  # inference only: cache_input_gates()
-        self.tanh: Activation = (
-            torch.tanh
-        )  # int8 inference computes it otherwise (seq2seq_lstm.decoding.quantize)
+        self.tanh: Activation = torch.tanh  # of the attentional vector; int8 inference: replace_tanh()
         self.generator = nn.Linear(emb_dim if self.out_proj is not None else hidden_size, vocab_size)
         if tie_output:
             self.generator.weight = self.embed.weight
+
+    # ----------------------------------------------------------------------------------------------
+    # swapping parts for inference (seq2seq_lstm.decoding.quantize): same interfaces, other weights
+
+    def projections(self) -> dict[str, nn.Module]:
+        """The decoder's linear layers by name, those it has: ``emb_gates`` (the embedding part of the
+        first layer's gates), ``attn_out`` (W_c), ``out_proj`` (H -> E before a tied output layer) and
+        ``generator`` (the output layer)."""
+        named = {name: getattr(self, name) for name in PROJECTIONS}
+        return {name: layer for name, layer in named.items() if layer is not None}
+
+    def replace_projection(self, name: str, layer: nn.Module) -> None:
+        """Use ``layer`` (same input and output sizes) for the projection ``name`` of :meth:`projections`."""
+        if name not in self.projections():
+            raise KeyError(f"the decoder has no projection {name!r}; it has {sorted(self.projections())}")
+        setattr(self, name, layer)
+
+    def replace_rnn(self, rnn: nn.Module) -> None:
+        """Use ``rnn`` for the recurrence: a :class:`StackedCell` (stepped cell by cell) or a fused LSTM
+        (an ``nn.LSTM`` or a module with its interface, such as torch's dynamic int8 LSTM)."""
+        self.rnn, self.fused = rnn, not isinstance(rnn, StackedCell)
+
+    def replace_embedding(self, embed: nn.Module) -> None:
+        """Use ``embed`` (token ids (...) -> (..., E)) for the target embedding. A tied output layer
+        keeps the weight it had: replace it too (:meth:`replace_projection`)."""
+        self.embed = embed
+
+    def replace_tanh(self, tanh: Activation) -> None:
+        """Compute the attentional vector's tanh(W_c [c; h]) with ``tanh``."""
+        self.tanh = tanh
 
     # ----------------------------------------------------------------------------------------------
     # state
