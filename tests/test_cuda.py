@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from seq2seq_lstm.config import ModelConfig
+from seq2seq_lstm.decoding.options import SearchOptions
 from seq2seq_lstm.decoding.search import beam_search, greedy_search
 from seq2seq_lstm.model.cells import CELLS
 from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq
@@ -95,9 +96,12 @@ def test_search_on_cuda_finds_the_cpu_hypotheses(beam):
         with torch.inference_mode():
             state, on = model.start(src.to(device), lens.to(device)), lens.to(device)
             if beam == 1:
-                hyps = greedy_search(model.decoder, state, 3, 2, 3, 12, src_lens=on)
+                hyps = greedy_search(
+                    model.decoder, state, SearchOptions(), batch_size=3, max_len=12, src_lens=on
+                )
             else:
-                hyps = beam_search(model.decoder, state, 3, 2, 3, 12, beam_size=beam, src_lens=on)
+                options = SearchOptions(beam_size=beam)
+                hyps = beam_search(model.decoder, state, options, batch_size=3, max_len=12, src_lens=on)
         found.append([[(h.tokens, round(h.score, 8)) for h in sent] for sent in hyps])
     assert found[1] == found[0]
 

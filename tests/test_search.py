@@ -6,19 +6,21 @@ import pytest
 import torch
 from toy_decoders import BOS, EOS, UNK, RowCounter, ScriptedDecoder, ToyDecoder, pad, random_sources
 
-from seq2seq_lstm.config import LENGTH_PENALTIES
+from seq2seq_lstm.config import LENGTH_PENALTIES, GenerationConfig
+from seq2seq_lstm.decoding import options as options_module
 from seq2seq_lstm.decoding import search as search
+from seq2seq_lstm.decoding import topk as topk
 from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
+from seq2seq_lstm.decoding.options import Sampling, SearchOptions, max_lengths
 from seq2seq_lstm.decoding.search import (
     beam_search,
-    beam_step,
     filter_logits,
+    generate,
     greedy_search,
-    max_lengths,
     ngram_bans,
     sample,
-    top_k,
 )
+from seq2seq_lstm.decoding.topk import beam_step, top_k
 from seq2seq_lstm.errors import UserError
 
 A, B_ = 4, 5  # the two content tokens of the scripted tables ("a" and "b")
@@ -29,8 +31,18 @@ def toy_batch(n=32, seed=0, a=1.5, b=2, vocab=12):
     return src, lens, max_lengths(lens, a, b)
 
 
-def run(search_fn, decoder, src, lens, max_len, **kw):
-    return search_fn(decoder, decoder.start(src, lens), src.size(0), BOS, EOS, max_len, src_lens=lens, **kw)
+def make_options(temperature=None, top_k=None, top_p=None, **fields):
+    """SearchOptions from flat keywords; any of temperature, top_k, top_p makes its Sampling part."""
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    sampling = {k: v for k, v in given.items() if v is not None}
+    return SearchOptions(sampling=Sampling(**sampling) if sampling else None, **fields)
+
+
+def run(search_fn, decoder, src, lens, max_len, *, prefix=None, generator=None, **options):
+    """``search_fn`` over a padded batch with ``make_options(**options)``."""
+    where = {} if generator is None else {"generator": generator}
+    return search_fn(decoder, decoder.start(src, lens), make_options(**options), batch_size=src.size(0),
+                     max_len=max_len, prefix=prefix, src_lens=lens, **where)  # fmt: skip
 
 
 def teacher_forced_log_probs(decoder, state, tokens):
@@ -86,12 +98,12 @@ def test_beam_step_equals_the_top_of_the_whole_grid(beams, vocab):
     assert all(
         len(set(zip(b, t, strict=True))) == k for b, t in zip(beam.tolist(), token.tolist(), strict=True)
     )
-    assert (search._chunk_width(vocab, 2) > 0) == (vocab != 7)
+    assert (topk._chunk_width(vocab, 2) > 0) == (vocab != 7)
 
 
 @pytest.mark.parametrize(("cols", "k"), [(40_000, 10), (2560, 8), (640, 1), (8000, 2)])
 def test_top_k_equals_torch_topk(cols, k):
-    assert search._chunk_width(cols, k) > 0  # the chunked path, not the fallback
+    assert topk._chunk_width(cols, k) > 0  # the chunked path, not the fallback
     g = torch.Generator().manual_seed(cols + k)
     x = torch.randn(33, cols, generator=g).log_softmax(dim=1) - 5 * torch.rand(33, 1, generator=g)
     x[3, cols // 2] = 5.0  # one row's best values in one chunk (the k chunks need not hold one each)
@@ -114,7 +126,7 @@ def test_top_k_with_ties_and_minus_infinity():
     strided = torch.randn(5, 2 * 2560)[:, ::2]  # not contiguous: chunked through a copy
     assert torch.equal(top_k(strided, 8)[1], strided.topk(8, dim=1).indices)
     # no divisor of 2503 (prime) makes chunks: plain topk
-    assert search._chunk_width(2503, 1) == 0
+    assert topk._chunk_width(2503, 1) == 0
     y = torch.randn(4, 2503)
     assert torch.equal(top_k(y, 3)[1], y.topk(3, dim=1).indices)
 
@@ -144,17 +156,19 @@ TABLE_A = {(): {A: 0.6, B_: 0.4}, (A,): {EOS: 0.5, A: 0.3, B_: 0.2}, (B_,): {EOS
 
 def test_scripted_greedy_and_beam():
     d = ScriptedDecoder(TABLE_A)
-    (g,) = greedy_search(d, d.start(1), 1, BOS, EOS, 10)[0]
+    (g,) = greedy_search(d, d.start(1), SearchOptions(), batch_size=1, max_len=10)[0]
     assert g.tokens == [A] and g.score == pytest.approx(math.log(0.3))
     assert g.token_log_probs == pytest.approx([math.log(0.6), math.log(0.5)])
     # Beam 2, step 0: beams a (0.6), b (0.4).
     # Step 1 candidates: bEOS .36, aEOS .30, aa .18, ab .12, ba .04 -> both EOS are in the first K=2
     # positions and end; aa, ab stay open. Best finished log .36 = -1.022 >= log .18 = -1.715: done.
-    best, second = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, n_best=2)[0]
+    best, second = beam_search(d, d.start(1), SearchOptions(beam_size=2, n_best=2), batch_size=1, max_len=10)[
+        0
+    ]
     assert best.tokens == [B_] and best.score == pytest.approx(math.log(0.36))
     assert best.token_log_probs == pytest.approx([math.log(0.4), math.log(0.9)])
     assert second.tokens == [A] and second.score == pytest.approx(math.log(0.30))
-    (only,) = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, n_best=1)[0]
+    (only,) = beam_search(d, d.start(1), SearchOptions(beam_size=2, n_best=1), batch_size=1, max_len=10)[0]
     assert only.tokens == [B_] and only.score == pytest.approx(math.log(0.36))
 
 
@@ -189,7 +203,9 @@ TABLE_B = {
 )
 def test_scripted_length_penalty(penalty, tokens, score, probs):
     d = ScriptedDecoder(TABLE_B)
-    (best,) = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, length_penalty=penalty, alpha=1.0)[0]
+    (best,) = beam_search(
+        d, d.start(1), SearchOptions(beam_size=2, length_penalty=penalty, alpha=1.0), batch_size=1, max_len=10
+    )[0]
     assert best.tokens == tokens and best.score == pytest.approx(score, abs=1e-6)
     assert best.token_log_probs == pytest.approx([math.log(p) for p in probs], abs=1e-6)
 
@@ -198,7 +214,9 @@ def test_scripted_nbest_is_exact_under_no_penalty():
     # n_best 2, none: after step 2 the second best ("a a", -1.784) is below the open aab (-1.378), so the
     # search goes on and finds "a a b" (-1.378): the true second best, not "a a".
     d = ScriptedDecoder(TABLE_B)
-    first, second = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, n_best=2)[0]
+    first, second = beam_search(
+        d, d.start(1), SearchOptions(beam_size=2, n_best=2), batch_size=1, max_len=10
+    )[0]
     assert (first.tokens, second.tokens) == ([A], [A, A, B_])
     assert second.score == pytest.approx(math.log(0.252))
 
@@ -206,8 +224,8 @@ def test_scripted_nbest_is_exact_under_no_penalty():
 def test_max_len_forces_eos_with_its_own_probability():
     d = ScriptedDecoder(TABLE_B)
     # max_len 1: "a" then EOS at step 1 (p .4); "b" then EOS (p .6): .28 vs .18
-    (g,) = greedy_search(d, d.start(1), 1, BOS, EOS, 1)[0]
-    hyps = beam_search(d, d.start(1), 1, BOS, EOS, 1, beam_size=2, n_best=2)[0]
+    (g,) = greedy_search(d, d.start(1), SearchOptions(), batch_size=1, max_len=1)[0]
+    hyps = beam_search(d, d.start(1), SearchOptions(beam_size=2, n_best=2), batch_size=1, max_len=1)[0]
     assert g.tokens == [A] and g.score == pytest.approx(math.log(0.28))
     assert [h.tokens for h in hyps] == [[A], [B_]]
     assert [h.score for h in hyps] == pytest.approx([math.log(0.28), math.log(0.18)])
@@ -270,12 +288,20 @@ def test_a_length_penalty_waits_for_k_finished_hypotheses():
     # the search goes on. Step 2: "b b" (log .30 / 3 = -0.401) and "a a" (log .24 / 3 = -0.476) end and
     # "b b" wins. Stopping at the first finished hypothesis (n = n_best) would have returned "a".
     d = ScriptedDecoder(TABLE_C)
-    (best,) = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, length_penalty="average")[0]
+    (best,) = beam_search(
+        d, d.start(1), SearchOptions(beam_size=2, length_penalty="average"), batch_size=1, max_len=10
+    )[0]
     assert best.tokens == [B_, B_] and best.score == pytest.approx(math.log(0.30) / 3, abs=1e-6)
-    hyps = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2, n_best=2, length_penalty="average")[0]
+    hyps = beam_search(
+        d,
+        d.start(1),
+        SearchOptions(beam_size=2, n_best=2, length_penalty="average"),
+        batch_size=1,
+        max_len=10,
+    )[0]
     assert [h.tokens for h in hyps] == [[B_, B_], [A, A]]
     # without a penalty "a" is the exact best (.36 > .30)
-    (best,) = beam_search(d, d.start(1), 1, BOS, EOS, 10, beam_size=2)[0]
+    (best,) = beam_search(d, d.start(1), SearchOptions(beam_size=2), batch_size=1, max_len=10)[0]
     assert best.tokens == [A] and best.score == pytest.approx(math.log(0.36))
 
 
@@ -341,10 +367,12 @@ def test_finished_sentences_leave_the_batch():
     src, lens = pad([[4, 5], [6, 7, 8]])
     # sentence 0 must end at step 1 (max_len 1); sentence 1 cannot end before step 3 (min_len)
     max_len = torch.tensor([1, 10])
-    beam_search(d, d.decoder.start(src, lens), 2, BOS, EOS, max_len, beam_size=3, min_len=3)
+    beam_search(
+        d, d.decoder.start(src, lens), SearchOptions(beam_size=3, min_len=3), batch_size=2, max_len=max_len
+    )
     assert d.rows_seen[:3] == [2, 6, 3]  # the first step runs one row per sentence: its beams are one
     d.rows_seen.clear()
-    greedy_search(d, d.decoder.start(src, lens), 2, BOS, EOS, max_len, min_len=3)
+    greedy_search(d, d.decoder.start(src, lens), SearchOptions(min_len=3), batch_size=2, max_len=max_len)
     assert d.rows_seen[:3] == [2, 2, 1]
 
 
@@ -364,14 +392,14 @@ def test_min_and_max_len():
         for i, hyps in enumerate(run(fn, d, src, lens, max_len, **kw)):
             assert all(len(h.tokens) == max_len[i] for h in hyps)
             assert all(math.isfinite(h.score) and h.token_log_probs[-1] < -20 for h in hyps)
-    (empty,) = greedy_search(d, d.start(src[:1], lens[:1]), 1, BOS, EOS, 0)[0]
+    (empty,) = greedy_search(d, d.start(src[:1], lens[:1]), SearchOptions(), batch_size=1, max_len=0)[0]
     assert empty.tokens == [] and len(empty.token_log_probs) == 1
 
 
 def test_no_sentences():
     d = ToyDecoder()
-    for fn in (beam_search, greedy_search, sample):
-        assert fn(d, d.start(batch_size=0), 0, BOS, EOS, 5) == []
+    for fn in (beam_search, greedy_search, sample, generate):
+        assert fn(d, d.start(batch_size=0), SearchOptions(beam_size=2), batch_size=0, max_len=5) == []
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -434,8 +462,12 @@ def test_forced_prefix_seq2seq():
 def test_forced_prefix_language_model():
     lm = ToyDecoder(seed=4)
     prompts = [[4, 5], [6], [], [7, 7, 7]]
-    hyps = beam_search(lm, lm.start(batch_size=4), 4, BOS, EOS, 12, beam_size=3, prefix=prompts)
-    greedy = greedy_search(lm, lm.start(batch_size=4), 4, BOS, EOS, 12, prefix=prompts)
+    hyps = beam_search(
+        lm, lm.start(batch_size=4), SearchOptions(beam_size=3), batch_size=4, max_len=12, prefix=prompts
+    )
+    greedy = greedy_search(
+        lm, lm.start(batch_size=4), SearchOptions(), batch_size=4, max_len=12, prefix=prompts
+    )
     for p, (h,), (g,) in zip(prompts, hyps, greedy, strict=True):
         assert h.tokens[: len(p)] == p and h.attention is None
         assert g.tokens == reference_greedy(lm, lm.start(batch_size=1), p, 12)
@@ -458,7 +490,11 @@ def test_sampling_nucleus_and_top_k_on_a_known_distribution():
     gen = torch.Generator().manual_seed(0)
 
     def outcomes(**kw):
-        return {tuple(h[0].tokens) for h in sample(d, d.start(300), 300, BOS, EOS, 5, generator=gen, **kw)}
+        options = SearchOptions(sampling=Sampling(**kw))
+        return {
+            tuple(h[0].tokens)
+            for h in sample(d, d.start(300), options, batch_size=300, max_len=5, generator=gen)
+        }
 
     assert outcomes() == {(A,), (B_,), ()}  # all three occur in 300 draws
     assert outcomes(top_p=0.5) == {(A,)}  # the nucleus of mass 0.5 is "a" alone
@@ -494,7 +530,7 @@ def test_ensemble_averages_probabilities():
     log_probs, _, attn = ens.step(torch.tensor([BOS]), ens.start(1))
     assert log_probs[0, [A, B_]].exp().tolist() == pytest.approx([0.4, 0.6])  # not exp(mean log p)
     assert attn is None
-    (h,) = greedy_search(ens, ens.start(1), 1, BOS, EOS, 5)[0]
+    (h,) = greedy_search(ens, ens.start(1), SearchOptions(), batch_size=1, max_len=5)[0]
     assert h.tokens == [B_] and h.score == pytest.approx(math.log(0.6))
 
 
@@ -526,36 +562,45 @@ def test_ensemble_of_different_decoders_reorders_every_state():
 
 def test_bad_arguments_are_refused():
     d = ScriptedDecoder(TABLE_A)
-    with pytest.raises(ValueError, match="n_best must be between 1 and beam_size"):
-        beam_search(d, d.start(1), 1, BOS, EOS, 5, beam_size=2, n_best=3)
-    with pytest.raises(ValueError, match="length_penalty must be one of none, gnmt, average"):
-        greedy_search(d, d.start(1), 1, BOS, EOS, 5, length_penalty="wu")
+    with pytest.raises(UserError, match=r"^n_best must be between 1 and beam_size \(2\); got 3$"):
+        SearchOptions(beam_size=2, n_best=3)
+    with pytest.raises(UserError, match="length_penalty must be one of none, gnmt, average"):
+        SearchOptions(length_penalty="wu")
+    with pytest.raises(UserError, match=r"^beam_size must be >= 1; got 0$"):
+        SearchOptions(beam_size=0)
+    with pytest.raises(UserError, match=r"^min_len must be >= 0; got -1$"):
+        SearchOptions(min_len=-1)
+    with pytest.raises(UserError, match=r"^no_repeat_ngram must be >= 0; got -2$"):
+        SearchOptions(no_repeat_ngram=-2)
+    with pytest.raises(UserError, match=r"^--beam-size 4 contradicts --sampling: sampling has no beam"):
+        SearchOptions(beam_size=4, sampling=Sampling())
     with pytest.raises(ValueError, match="must not contain EOS"):
-        greedy_search(d, d.start(1), 1, BOS, EOS, 5, prefix=[[A, EOS]])
+        greedy_search(d, d.start(1), SearchOptions(), batch_size=1, max_len=5, prefix=[[A, EOS]])
     with pytest.raises(ValueError, match=r"max_len must be an int or a \(2,\) tensor"):
-        greedy_search(d, d.start(2), 2, BOS, EOS, torch.tensor([5, 5, 5]))
+        greedy_search(d, d.start(2), SearchOptions(), batch_size=2, max_len=torch.tensor([5, 5, 5]))
     with pytest.raises(ValueError, match="temperature must be a finite number between 1e-06 and 1e"):
-        sample(d, d.start(1), 1, BOS, EOS, 5, temperature=0.0)
+        Sampling(temperature=0.0)
+    with pytest.raises(ValueError, match="the state holds 2 rows, not batch_size=3"):
+        generate(d, d.start(2), SearchOptions(), batch_size=3, max_len=5)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 def test_nan_and_infinity_are_refused(bad):
     """NaN passes every comparison, so `temperature <= 0` let it through: torch.multinomial then failed
     with a traceback, and a NaN alpha made every score NaN. Each is a UserError naming the argument."""
-    d = ScriptedDecoder(TABLE_A)
     lens = torch.tensor([3, 4])
     with pytest.raises(UserError, match=r"^max_len_a must be a finite number >= 0; got"):
         max_lengths(lens, bad, 10)
     with pytest.raises(UserError, match=r"^max_len_b must be a finite number >= 0; got"):
         max_lengths(lens, 1.5, bad)
     with pytest.raises(UserError, match=r"^alpha must be a finite number between 0 and 10; got"):
-        beam_search(d, d.start(1), 1, BOS, EOS, 5, beam_size=2, length_penalty="gnmt", alpha=bad)
-    with pytest.raises(UserError, match=r"^alpha must be a finite number between 0 and 10; got"):
-        greedy_search(d, d.start(1), 1, BOS, EOS, 5, length_penalty="gnmt", alpha=bad)
-    with pytest.raises(UserError, match=r"^temperature must be a finite number between 1e-06 and 1e\+06"):
-        sample(d, d.start(1), 1, BOS, EOS, 5, temperature=bad)
-    with pytest.raises(ValueError, match="top_p in"):
-        sample(d, d.start(1), 1, BOS, EOS, 5, top_p=bad)
+        SearchOptions(beam_size=2, length_penalty="gnmt", alpha=bad)
+    with pytest.raises(UserError, match=r"^max_len_a must be a finite number >= 0; got"):
+        SearchOptions(max_len_a=bad)
+    with pytest.raises(UserError, match=r"^--temperature must be a finite number between 1e-06 and 1e\+06"):
+        Sampling(temperature=bad)
+    with pytest.raises(UserError, match=r"^--top-p must be a finite number in \(0, 1\]"):
+        Sampling(top_p=bad)
 
 
 def test_extreme_finite_values_are_refused_or_bounded():
@@ -565,16 +610,67 @@ def test_extreme_finite_values_are_refused_or_bounded():
     d = ScriptedDecoder(TABLE_A)
     for temperature in (1e-38, 1e39):
         with pytest.raises(UserError, match="temperature must be a finite number"):
-            sample(d, d.start(1), 1, BOS, EOS, 5, temperature=temperature)
+            Sampling(temperature=temperature)
     with pytest.raises(UserError, match=r"alpha must be a finite number between 0 and 10; got 1e\+300"):
-        beam_search(d, d.start(1), 1, BOS, EOS, 5, beam_size=2, length_penalty="gnmt", alpha=1e300)
+        SearchOptions(beam_size=2, length_penalty="gnmt", alpha=1e300)
     with pytest.raises(UserError, match="max_len_a must be a finite number >= 0; got -0.5"):
         max_lengths(torch.tensor([3]), -0.5, 10)
-    assert max_lengths(torch.tensor([3, 4]), 1e300, 10).tolist() == [search.MAX_LEN] * 2
+    assert max_lengths(torch.tensor([3, 4]), 1e300, 10).tolist() == [options_module.MAX_LEN] * 2
     assert max_lengths(torch.tensor([3, 4]), 1.5, 10).tolist() == [14, 16]  # unchanged below the cap
     logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
     assert torch.equal(filter_logits(logits, top_k=100_000), logits)
     # the bounds themselves still sample, and stay finite
-    for temperature in (search.TEMPERATURE_MIN, search.TEMPERATURE_MAX):
-        (h,) = sample(d, d.start(1), 1, BOS, EOS, 5, temperature=temperature)[0]
+    for temperature in (options_module.TEMPERATURE_MIN, options_module.TEMPERATURE_MAX):
+        (h,) = sample(
+            d, d.start(1), SearchOptions(sampling=Sampling(temperature=temperature)), batch_size=1, max_len=5
+        )[0]
         assert math.isfinite(h.score)
+
+
+# ---- one options object, one entry point ----------------------------------------------------------------
+
+
+def test_options_from_generation_maps_every_search_field():
+    g = GenerationConfig(beam_size=4, n_best=2, length_penalty="average", alpha=0.3, min_len=1, max_len_a=2.0,
+                         max_len_b=3, no_repeat_ngram=2, ban_unk=True, batch_tokens=77)  # fmt: skip
+    options = SearchOptions.from_generation(g)
+    assert options == SearchOptions(beam_size=4, n_best=2, length_penalty="average", alpha=0.3, min_len=1,
+                                    max_len_a=2.0, max_len_b=3, no_repeat_ngram=2, ban_unk=True)  # fmt: skip
+    assert options.max_lengths(torch.tensor([4, 0])).tolist() == [11, 3]  # floor(2 * S + 3)
+    assert SearchOptions.from_generation(g, n_best=1, return_attention=False) == SearchOptions(
+        beam_size=4, n_best=1, length_penalty="average", alpha=0.3, min_len=1, max_len_a=2.0, max_len_b=3,
+        no_repeat_ngram=2, ban_unk=True, return_attention=False,
+    )  # fmt: skip
+    # sampling has no beam: the config's beam_size 4 does not apply, and n_best counts samples
+    sampled = SearchOptions.from_generation(g, sampling=Sampling(seed=3), n_best=6)
+    assert (sampled.beam_size, sampled.n_best, sampled.sampling) == (1, 6, Sampling(seed=3))
+    with pytest.raises(UserError, match=r"^--beam-size 4 contradicts --sampling"):
+        SearchOptions.from_generation(g, sampling=Sampling(), beam_size=4)
+    with pytest.raises(UserError, match=r"^unknown search option beam; allowed: "):
+        SearchOptions.from_generation(g, beam=4)
+    # the stopping rule waits for n_best hypotheses without a penalty, for the whole beam with one
+    assert SearchOptions(beam_size=5, n_best=2).kept_finished == 2
+    assert SearchOptions(beam_size=5, n_best=2, length_penalty="gnmt").kept_finished == 5
+
+
+def test_generate_runs_the_search_the_options_ask_for():
+    d = ToyDecoder()
+    src, lens, max_len = toy_batch(16)
+
+    def found(fn, options, **kw):
+        hyps = fn(d, d.start(src, lens), options, batch_size=16, max_len=max_len, src_lens=lens, **kw)
+        return [[(h.tokens, h.score) for h in sentence] for sentence in hyps]
+
+    greedy = found(generate, SearchOptions(beam_size=1))
+    assert greedy == found(greedy_search, SearchOptions(beam_size=1))
+    beam = found(generate, SearchOptions(beam_size=3, n_best=2))
+    assert beam == found(beam_search, SearchOptions(beam_size=3, n_best=2))
+    assert all(len(hyps) == 2 for hyps in beam)
+    assert [h[:1] for h in beam] != greedy  # a beam of 3 finds something greedy misses
+    seeded = SearchOptions(n_best=3, sampling=Sampling(temperature=1.5, seed=5))
+    drawn = found(generate, seeded)
+    assert drawn == found(generate, seeded)  # the seed in the options makes generate reproducible
+    assert drawn == found(sample, seeded, generator=torch.Generator().manual_seed(5))  # from that seed
+    assert drawn != found(generate, SearchOptions(n_best=3, sampling=Sampling(temperature=1.5, seed=6)))
+    for draws in drawn:  # n_best samples per sentence, best first
+        assert len(draws) == 3 and [s for _, s in draws] == sorted((s for _, s in draws), reverse=True)

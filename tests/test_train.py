@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from seq2seq_lstm.checkpoint import CKPT_KEY, RunDir, load_checkpoint_file, load_for_inference
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config
+from seq2seq_lstm.decoding.options import SearchOptions
 from seq2seq_lstm.decoding.search import greedy_search
 from seq2seq_lstm.errors import CheckpointError, ConfigError, UserError
 from seq2seq_lstm.training.trainer import train
-from seq2seq_lstm.vocab import BOS_ID, EOS_ID
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -95,7 +95,9 @@ def test_reverse_task_is_learned_to_95_percent_exact_match(tmp_path):
     src = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True)
     lens = torch.tensor([len(x) for x in ids])
     with torch.no_grad():
-        hyps = greedy_search(model, model.start(src, lens), len(ids), BOS_ID, EOS_ID, 2 * lens + 2)
+        hyps = greedy_search(
+            model, model.start(src, lens), SearchOptions(), batch_size=len(ids), max_len=2 * lens + 2
+        )
     out = tok.decode_tgt([h[0].tokens for h in hyps])
     exact = sum(o == r for o, r in zip(out, ref_text, strict=True)) / len(ref_text)
     assert exact >= 0.95, list(zip(out, ref_text, strict=True))[:5]

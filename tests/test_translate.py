@@ -27,6 +27,7 @@ from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config, save_config
 from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.decoding.options import SearchOptions
 from seq2seq_lstm.decoding.search import LENGTH_PENALTIES, beam_search
 from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.inference.translator import Sampling, Translator, split_long
@@ -96,8 +97,8 @@ def test_beam_1_equals_greedy(run_dir, lines):
         lens = torch.tensor([ids.size(1)])
         max_len = int(1.5 * lens.item() + 5)
         with torch.inference_mode():
-            beam = beam_search(model, model.start(ids, lens), 1, BOS_ID, EOS_ID, max_len, beam_size=1,
-                               length_penalty="gnmt", alpha=0.6, return_attention=False)[0]  # fmt: skip
+            options = SearchOptions(beam_size=1, length_penalty="gnmt", alpha=0.6, return_attention=False)
+            beam = beam_search(model, model.start(ids, lens), options, batch_size=1, max_len=max_len)[0]
         assert hyps[0].tokens == beam[0].tokens
         assert hyps[0].score == pytest.approx(beam[0].score, rel=1e-6, abs=1e-5)
     assert len({len(h[0].tokens) for h in results}) > 5, "outputs should end at varied lengths"

@@ -5,8 +5,9 @@
 - ``ToyDecoder``: a fixed random GRU with dot attention over a random source memory (or none: a language
   model), with a reorderable state; deterministic per row, for invariant tests over many sentences.
 
-Both follow the search contract: ``step(tokens (N,), state) -> (log_probs (N, V), state, attn (N, S) |
-None)`` and ``state.reorder(index)``.
+Both follow the search's protocols (seq2seq_lstm.decoding.protocol): ``step(tokens (N,), state) ->
+(log_probs (N, V), state, attn (N, S) | None)``, and a state with ``batch_size``, ``reorder`` and
+``expand_beams`` (here plain reorders).
 """
 
 from __future__ import annotations
@@ -26,8 +27,15 @@ class HistoryState:
 
     history: Tensor
 
+    @property
+    def batch_size(self) -> int:
+        return self.history.size(0)
+
     def reorder(self, index: Tensor, same_source: bool = False) -> HistoryState:
         return HistoryState(self.history.index_select(0, index))
+
+    def expand_beams(self, index: Tensor, beams: int) -> HistoryState:
+        return self.reorder(index)
 
 
 class ScriptedDecoder:
@@ -61,11 +69,18 @@ class ToyState:
     mask: Tensor | None = None
     steps: int = 0  # tokens read so far (BOS included); the same for every row
 
+    @property
+    def batch_size(self) -> int:
+        return self.h.size(0)
+
     def reorder(self, index: Tensor, same_source: bool = False) -> ToyState:
         pick = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
         if same_source:
             return ToyState(pick(self.h), self.memory, self.mask, self.steps)
         return ToyState(pick(self.h), pick(self.memory), pick(self.mask), self.steps)
+
+    def expand_beams(self, index: Tensor, beams: int) -> ToyState:
+        return self.reorder(index)
 
 
 class ToyDecoder(nn.Module):

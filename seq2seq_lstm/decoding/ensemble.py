@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .search import Decoder, expand_beams
+from .protocol import StepDecoder
 
 # ---------------------------------------------------------------------------------------------------------
 # Ensembles
@@ -23,11 +23,21 @@ class EnsembleState:
 
     states: tuple
 
+    @property
+    def batch_size(self) -> int:
+        return self.states[0].batch_size
+
     def reorder(self, index: Tensor, same_source: bool = False) -> EnsembleState:
         return EnsembleState(tuple(s.reorder(index, same_source) for s in self.states))
 
     def expand_beams(self, index: Tensor, beams: int) -> EnsembleState:
-        return EnsembleState(tuple(expand_beams(s, index, beams) for s in self.states))
+        return EnsembleState(tuple(s.expand_beams(index, beams) for s in self.states))
+
+    @classmethod
+    def cat(cls, states: Sequence[EnsembleState]) -> EnsembleState:
+        """The rows of ``states`` one after the other, member by member."""
+        members = zip(*(s.states for s in states), strict=True)
+        return cls(tuple(type(blocks[0]).cat(blocks) for blocks in members))
 
 
 class EnsembleDecoder:
@@ -35,7 +45,7 @@ class EnsembleDecoder:
     mean of the members' PROBABILITIES, log(mean(exp(log_probs))), as in OpenNMT-py and fairseq. The
     attention returned is the members' mean when all of them have one."""
 
-    def __init__(self, decoders: Sequence[Decoder]) -> None:
+    def __init__(self, decoders: Sequence[StepDecoder]) -> None:
         if not decoders:
             raise ValueError("an ensemble needs at least one decoder")
         self.decoders = list(decoders)

@@ -1,15 +1,17 @@
-"""Decoding over any step-wise decoder: greedy search, beam search and sampling.
+"""Decoding over any step decoder: greedy search, beam search and sampling, behind one :func:`generate`.
 
-Every function works with an object that has ``step(tokens (N,), state) -> (log_probs (N, V), state,
-attn (N, S) | None)`` and a state with ``reorder(index (N',), same_source=False) -> state`` (``Seq2Seq``,
-``LanguageModel``, ``EnsembleDecoder``; ``same_source=True`` promises every row keeps its sentence, so a
-state may skip copying its source side), and returns, for each of the B sentences, a list of
-:class:`Hypothesis`. Beam search starts with :func:`expand_beams` (K adjacent rows per sentence;
-a state may share its source side among them, as every later reorder keeps each group of K rows
-within one sentence)::
+Every search works with a :class:`~seq2seq_lstm.decoding.protocol.StepDecoder` (``step(tokens (N,),
+state) -> (log_probs (N, V), state, attn (N, S) | None)``) whose state has ``reorder(index (N',),
+same_source=False)`` (``same_source=True`` promises every row keeps its sentence, so a state may skip
+copying its source side) and ``expand_beams`` (beam search's first reorder: K adjacent rows per
+sentence, which may share their source side, as every later reorder keeps each group of K rows within
+one sentence). What to do comes in one :class:`~seq2seq_lstm.decoding.options.SearchOptions`; each
+search returns, for each of the B sentences, a list of :class:`Hypothesis`::
 
+    options = SearchOptions.from_generation(cfg.generation)          # beam 5, GNMT penalty, ...
     state = model.start(src, src_lens)
-    nbest = beam_search(model, state, B, BOS_ID, EOS_ID, max_lengths(src_lens, 1.5, 10), beam_size=5)
+    nbest = generate(model, state, options, batch_size=B, max_len=options.max_lengths(src_lens),
+                     src_lens=src_lens)
     nbest[i][0].tokens                                     # best hypothesis of sentence i, no BOS/EOS
 
 Conventions shared by all three searches
@@ -24,6 +26,8 @@ Conventions shared by all three searches
 - Scores: ``score = sum(token_log_probs) / lp(len(tokens) + 1)``, EOS counted in the length, with
   ``lp`` from :data:`LENGTH_PENALTIES` ("none": 1; "gnmt": ((5 + |Y|) / 6) ** alpha, Wu et al. 2016;
   "average": |Y|). Sampling reports the model's log-probs, not the temperature-scaled ones.
+- Sampling draws ``n_best`` samples per sentence (its rows repeated n times, one pass) and returns them
+  best first.
 - A sentence stops costing compute as soon as it is complete: its rows are dropped from the decoder
   state (one ``reorder`` per step does both the beam shuffle and the shrinking).
 
@@ -47,36 +51,19 @@ penalty the search does not depend on ``n_best``; K = 1 is still greedy search.
 
 from __future__ import annotations
 
-import functools
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from ..config import ALPHA_MAX
-from ..errors import UserError
+from ..vocab import BOS_ID, EOS_ID, UNK_ID
+from .options import LENGTH_PENALTIES, Sampling, SearchOptions
+from .protocol import SearchState, StepDecoder
+from .topk import beam_step, top_k
 
 NEG_INF = float("-inf")
-MAX_LEN = 2**31 - 1  # max_lengths caps a * S + b here: never reached, and no int64 overflow for a huge a
-# Sampling temperatures: log-probs are float32, and (log p) / T must stay finite for the allowed pieces
-# (a forced piece can have log p near -100): below 1e-6 sampling is greedy search anyway, above 1e6 a
-# uniform draw; at 1e-38 or 1e39 a row's log-probs all turned -inf or NaN and torch.multinomial failed
-TEMPERATURE_MIN, TEMPERATURE_MAX = 1e-6, 1e6
-
-# |Y| (EOS included), alpha -> lp; a hypothesis scores sum(log p) / lp. Keys match config.LENGTH_PENALTIES.
-LENGTH_PENALTIES: dict[str, Callable[[int, float], float]] = {
-    "none": lambda length, alpha: 1.0,
-    "gnmt": lambda length, alpha: ((5.0 + length) / 6.0) ** alpha,  # Wu et al. (2016), eq. 14
-    "average": lambda length, alpha: float(length),  # mean log-prob per token
-}
-
-
-class Decoder(Protocol):
-    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any, Tensor | None]: ...
 
 
 @dataclass(frozen=True)
@@ -100,47 +87,60 @@ def pad_ids(rows: Sequence[Sequence[int]], value: int) -> Tensor:
     return out
 
 
-def check_number(
-    name: str, value: float, lo: float, hi: float | None = None, *, lo_open: bool = False
-) -> None:
-    """Refuse ``value`` (as :class:`UserError` naming it ``name``) unless it is a finite number >= ``lo``
-    (> ``lo`` with ``lo_open``) and <= ``hi``. NaN passes every comparison, so it is tested apart."""
-    try:
-        finite = math.isfinite(value)
-    except TypeError:
-        finite = False
-    if finite and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi):
-        return
-    if hi is None:
-        allowed = f"> {lo:g}" if lo_open else f">= {lo:g}"
-    else:
-        allowed = f"in ({lo:g}, {hi:g}]" if lo_open else f"between {lo:g} and {hi:g}"
-    raise UserError(f"{name} must be a finite number {allowed}; got {value!r}")
-
-
-def max_lengths(src_lens: Tensor, a: float, b: int) -> Tensor:
-    """Per-sentence maximum target length ``floor(a * source_length + b)``, at most :data:`MAX_LEN`;
-    (B,) -> (B,) long. ``a`` and ``b`` must be finite and >= 0."""
-    check_number("max_len_a", a, 0.0)
-    check_number("max_len_b", b, 0.0)
-    return torch.floor(a * src_lens.double() + b).clamp(max=MAX_LEN).long()
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The rules every step applies
 # ---------------------------------------------------------------------------------------------------------
+
+
+def _limits(max_len: int | Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """``max_len`` as (B,) long on ``device``: an int for every sentence, or one per sentence."""
+    if isinstance(max_len, Tensor):
+        if max_len.shape != (batch_size,):
+            raise ValueError(
+                f"max_len must be an int or a ({batch_size},) tensor; got shape {tuple(max_len.shape)}"
+            )
+        limit = max_len.to(device=device, dtype=torch.long)
+    else:
+        limit = torch.full((batch_size,), int(max_len), dtype=torch.long, device=device)
+    if bool((limit < 0).any()):
+        raise ValueError("max_len must be >= 0")
+    return limit
 
 
 @dataclass(frozen=True)
 class StepRules:
     """What a step may produce, one row per path being extended (reordered together with the state)."""
 
-    eos: int
     max_len: Tensor  # (N,) long: at step max_len only EOS is allowed
     prefix: Tensor  # (N, P) long: forced token at each step, -1 after the row's prefix
     min_len: int = 0  # no EOS at steps < min_len
     banned: tuple[int, ...] = ()  # never produced (the unknown piece)
     no_repeat_ngram: int = 0  # no n-gram of this size twice in one path (0 = off)
+
+    @classmethod
+    def build(
+        cls,
+        options: SearchOptions,
+        batch_size: int,
+        max_len: int | Tensor,
+        prefix: Sequence[Sequence[int]] | None,
+        device: torch.device,
+    ) -> StepRules:
+        """The rules of ``options`` for B sentences with their ``max_len`` and forced ``prefix``."""
+        limit = _limits(max_len, batch_size, device)
+        prefix = prefix or [[] for _ in range(batch_size)]
+        if len(prefix) != batch_size:
+            raise ValueError(f"prefix needs one list per sentence ({batch_size}); got {len(prefix)}")
+        if any(EOS_ID in p for p in prefix):
+            raise ValueError("a forced prefix must not contain EOS; pass the tokens only")
+        lengths = torch.tensor([len(p) for p in prefix], dtype=torch.long, device=device)
+        return cls(
+            max_len=torch.maximum(limit, lengths),  # the typed prefix always fits
+            prefix=pad_ids(prefix, -1).to(device),
+            min_len=options.min_len,
+            banned=(UNK_ID,) if options.ban_unk else (),
+            no_repeat_ngram=options.no_repeat_ngram,
+        )
 
     def select(self, index: Tensor) -> StepRules:
         return replace(self, max_len=self.max_len[index], prefix=self.prefix[index])
@@ -157,13 +157,13 @@ class StepRules:
             if self.no_repeat_ngram:
                 masked.masked_fill_(ngram_bans(history, self.no_repeat_ngram, masked.size(1)), NEG_INF)
             if step < self.min_len:
-                masked[:, self.eos] = NEG_INF
+                masked[:, EOS_ID] = NEG_INF
             stuck = masked.amax(dim=1) == NEG_INF  # the bans left nothing: let the row end
         # Rows that must take one token: a prefix token, EOS at max_len, or EOS when stuck
         force = self.prefix[:, step] if step < self.prefix.size(1) else torch.full_like(self.max_len, -1)
-        force = torch.where(self.max_len <= step, self.eos, force)
+        force = torch.where(self.max_len <= step, EOS_ID, force)
         if stuck is not None:
-            force = torch.where((force < 0) & stuck, self.eos, force)
+            force = torch.where((force < 0) & stuck, EOS_ID, force)
         rows = (force >= 0).nonzero().squeeze(1)
         if rows.numel() == 0:
             return masked
@@ -185,46 +185,6 @@ def ngram_bans(history: Tensor, n: int, vocab: int) -> Tensor:
         hit = (grams[:, :, :-1] == tail.unsqueeze(1)).all(dim=2)  # (N, t-n+1)
         bans.scatter_(1, torch.where(hit, grams[:, :, -1], vocab), True)  # misses go to a spare column
     return bans[:, :vocab]
-
-
-def _step_rules(
-    batch_size: int,
-    eos: int,
-    max_len: int | Tensor,
-    min_len: int,
-    ban_unk: bool,
-    unk: int,
-    no_repeat_ngram: int,
-    prefix: Sequence[Sequence[int]] | None,
-    device: torch.device,
-) -> StepRules:
-    if isinstance(max_len, Tensor):
-        if max_len.shape != (batch_size,):
-            raise ValueError(
-                f"max_len must be an int or a ({batch_size},) tensor; got shape {tuple(max_len.shape)}"
-            )
-        limit = max_len.to(device=device, dtype=torch.long)
-    else:
-        limit = torch.full((batch_size,), int(max_len), dtype=torch.long, device=device)
-    if bool((limit < 0).any()):
-        raise ValueError("max_len must be >= 0")
-    if min_len < 0 or no_repeat_ngram < 0:
-        raise ValueError("min_len and no_repeat_ngram must be >= 0")
-    prefix = prefix or [[] for _ in range(batch_size)]
-    if len(prefix) != batch_size:
-        raise ValueError(f"prefix needs one list per sentence ({batch_size}); got {len(prefix)}")
-    if any(eos in p for p in prefix):
-        raise ValueError("a forced prefix must not contain EOS; pass the tokens only")
-    forced = pad_ids(prefix, -1)
-    lengths = torch.tensor([len(p) for p in prefix], dtype=torch.long, device=device)
-    return StepRules(
-        eos=eos,
-        max_len=torch.maximum(limit, lengths),  # the typed prefix always fits
-        prefix=forced.to(device),
-        min_len=min_len,
-        banned=(unk,) if ban_unk else (),
-        no_repeat_ngram=no_repeat_ngram,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -279,9 +239,10 @@ class _Paths:
 class _Finished:
     """The n best finished hypotheses of every sentence, best first (ties: found first)."""
 
-    def __init__(self, batch_size: int, n_best: int, penalty: str, alpha: float, src_lens: Tensor | None):
+    def __init__(self, batch_size: int, n_best: int, options: SearchOptions, src_lens: Tensor | None):
         self.hyps: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-        self.n_best, self.penalty, self.alpha = n_best, LENGTH_PENALTIES[penalty], alpha
+        self.n_best, self.penalty = n_best, LENGTH_PENALTIES[options.length_penalty]
+        self.alpha = options.alpha
         self.src_lens = None if src_lens is None else src_lens.tolist()
 
     def add(self, sentences: list[int], paths: list, cum_log_probs: list[float]) -> None:
@@ -319,128 +280,74 @@ def sentence_done(
 # ---------------------------------------------------------------------------------------------------------
 
 
-def expand_beams(state: Any, index: Tensor, beams: int) -> Any:
-    """``state.reorder(index)`` for ``index`` = each row repeated ``beams`` times, copies adjacent
-    (``arange(B).repeat_interleave(beams)``): ``state.expand_beams(index, beams)`` where the state has
-    it (a :class:`~seq2seq_lstm.model.decoder.DecoderState` keeps its source side one row per sentence, shared
-    by the beams), else ``reorder``."""
-    if hasattr(state, "expand_beams"):
-        return state.expand_beams(index, beams)
-    return state.reorder(index)
+@dataclass(frozen=True)
+class BeamChoice:
+    """One step's choice for B' sentences of K open beams (fairseq ``search.BeamSearch.step``): the 2K
+    best one-token extensions of each sentence, best first, each (B', 2K). Taking 2K leaves K non-EOS
+    candidates even when every beam's best extension is EOS."""
 
+    scores: Tensor  # cumulative log-probs
+    rows: Tensor  # long: the row (of the B'*K) each candidate extends
+    tokens: Tensor  # long
+    log_probs: Tensor  # the step log-prob of each candidate's token
+    ends: Tensor  # bool: EOS ranked within the first K, of a path that lived: a finished hypothesis
+    next_beam: Tensor  # (B', K) long: the first K non-EOS candidates (columns), the next open beams
 
-@functools.lru_cache(maxsize=1024)  # (cols, k) pairs: one per vocabulary or shortlist size
-def _chunk_width(cols: int, k: int) -> int:
-    """The chunk width :func:`top_k` cuts ``cols`` columns into, 0 when chunking would not pay: a divisor
-    of ``cols`` between 32 and 128, nearest 64 (measured fastest for torch's max over the chunks here),
-    leaving at least 4k chunks so that the k chunks searched are at most a quarter of the row."""
-    widths = [w for w in range(32, 129) if cols % w == 0 and cols // w >= 4 * k]
-    return min(widths, key=lambda w: (abs(w - 64), w), default=0)
+    @classmethod
+    def choose(cls, scores: Tensor, log_probs: Tensor) -> BeamChoice:
+        """scores (B', K) of the open beams, log_probs (B'*K, V) of this step with the rules applied."""
+        active, beams = scores.shape
+        cand_scores, cand_beam, cand_token = beam_step(scores, log_probs.view(active, beams, -1))
+        cand_row = cand_beam + beams * torch.arange(active, device=scores.device).unsqueeze(1)
+        # EOS candidates ranked inside the beam end a hypothesis (-inf ones are paths that never lived)
+        ends = (cand_token == EOS_ID) & (cand_scores > NEG_INF)
+        ends[:, beams:] = False
+        # the first K non-EOS candidates (a stable sort keeps their rank order) form the next beam
+        next_beam = torch.sort((cand_token == EOS_ID).to(torch.uint8), dim=1, stable=True).indices[:, :beams]
+        return cls(cand_scores, cand_row, cand_token, log_probs[cand_row, cand_token], ends, next_beam)
 
+    def next_scores(self) -> Tensor:
+        """(B', K) cumulative log-probs of the next open beams."""
+        return self.scores.gather(1, self.next_beam)
 
-def _pick_chunks(chunks: Tensor, index: Tensor) -> Tensor:
-    """chunks (N, C, w), index (N, k) -> chunks[n, index[n, j]] as (N, k, w). One index_select over the
-    flattened chunks: 10 us where ``gather`` with an expanded index took 38 (32 x 10 chunks of 64)."""
-    rows, count, width = chunks.shape
-    flat = index + torch.arange(rows, device=index.device).unsqueeze(1) * count  # (N, k)
-    return chunks.reshape(rows * count, width).index_select(0, flat.view(-1)).view(rows, -1, width)
-
-
-def top_k(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """x (N, M) -> the k largest values of each row and their columns, each (N, k), largest first, like
-    ``x.topk(k, dim=1)`` (between equal values the column chosen may differ; each row is searched on its
-    own either way, so results never depend on the other rows).
-
-    Why not plain topk: on the CPU it passes every element through a partial sort, about 2 ns each on an
-    AVX2 core (2-3 ms of a ~24 ms beam-5 step for 32 sentences over 8,000 pieces), while a max over
-    contiguous memory is vectorised. So each row is cut into chunks of width w and topk runs only over
-    the k chunks with the largest maxima: those k maxima are k values >= the k-th largest maximum m, so
-    the row's k-th largest value is >= m too, and every other chunk (max <= m) can only tie with it."""
-    rows, cols = x.shape
-    width = _chunk_width(cols, k)
-    if width == 0 or x.device.type != "cpu":  # GPUs run topk in parallel: nothing to gain there
-        return x.topk(k, dim=1)
-    chunks = x.reshape(rows, cols // width, width)  # a view unless x is a strided slice
-    best = chunks.amax(dim=2).topk(k, dim=1).indices.sort(dim=1).values  # (N, k) in column order
-    inside = _pick_chunks(chunks, best).view(rows, k * width)
-    values, at = inside.topk(k, dim=1)
-    return values, best.gather(1, at // width) * width + at % width
-
-
-def beam_step(scores: Tensor, log_probs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Choose the 2K best one-token extensions of each sentence's K beams (fairseq ``BeamSearch.step``).
-
-    scores (B, K) cumulative log-probs; log_probs (B, K, V) step log-probs with the rules applied.
-    Returns candidate scores, the beam each extends and its token, each (B, 2K), best first. Taking 2K
-    leaves K non-EOS candidates even when every beam's best extension is EOS (a beam holds one EOS).
-
-    On the CPU this is :func:`top_k`'s chunk search over the K x V grid of sums ``score + log_prob``
-    without forming the grid: a beam's score is one constant over its row, so a chunk's largest sum is
-    the beam's score plus the chunk's largest log-prob, and only the 2K chunks searched get their sums
-    (the whole grid would be one more pass over 5 MB for beam 5 over 32 sentences and 8,000 pieces).
-    """
-    batch, beams, vocab = log_probs.shape
-    k = min(2 * beams, beams * vocab)
-    width = _chunk_width(vocab, math.ceil(k / beams))  # at least 4k chunks in the K x V grid
-    if width == 0 or log_probs.device.type != "cpu":
-        flat = (scores.unsqueeze(2) + log_probs).view(batch, beams * vocab)  # (B, K*V)
-        top, index = top_k(flat, k)
-        return top, index // vocab, index % vocab
-    per_beam = vocab // width
-    chunks = log_probs.reshape(batch, beams * per_beam, width)  # a view unless log_probs is strided
-    maxima = (chunks.amax(dim=2).view(batch, beams, per_beam) + scores.unsqueeze(2)).view(batch, -1)
-    best = maxima.topk(k, dim=1).indices.sort(dim=1).values  # (B, 2K) chunks in grid order
-    inside = _pick_chunks(chunks, best)  # (B, 2K, w)
-    sums = (inside + scores.gather(1, best // per_beam).unsqueeze(2)).view(batch, k * width)
-    top, at = sums.topk(k, dim=1)
-    index = best.gather(1, at // width) * width + at % width  # (B, 2K) in the K*V grid
-    return top, index // vocab, index % vocab
+    def next_rows(self, live: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """For the sentences ``live`` (B'',) (indices into B'): the rows the next beams extend, their
+        tokens and those tokens' log-probs, each (B''*K,)."""
+        beams = self.next_beam.size(1)
+        keep = (live.unsqueeze(1) * beams + torch.arange(beams, device=live.device)).view(-1)  # (B''*K,)
+        return tuple(
+            x.gather(1, self.next_beam).view(-1)[keep] for x in (self.rows, self.tokens, self.log_probs)
+        )
 
 
 @torch.no_grad()
 def beam_search(
-    decoder: Decoder,
-    state: Any,
-    batch_size: int,
-    bos: int,
-    eos: int,
-    max_len: int | Tensor,
+    decoder: StepDecoder,
+    state: SearchState,
+    options: SearchOptions,
     *,
-    beam_size: int = 5,
-    n_best: int = 1,
-    min_len: int = 0,
-    length_penalty: str = "none",
-    alpha: float = 0.6,
-    no_repeat_ngram: int = 0,
-    ban_unk: bool = False,
-    unk: int = 1,
+    batch_size: int,
+    max_len: int | Tensor,
     prefix: Sequence[Sequence[int]] | None = None,
     src_lens: Tensor | None = None,
-    return_attention: bool = True,
     device: torch.device | str | None = None,
 ) -> list[list[Hypothesis]]:
-    """Batched beam search; ``state`` holds B sentences and is expanded to B*K rows here.
+    """Batched beam search with ``options.beam_size`` = K beams; ``state`` holds B sentences and is
+    expanded to B*K rows after the first step.
 
     Returns, per sentence, up to ``n_best`` hypotheses best first (fewer only when fewer distinct
     finite-probability paths exist, e.g. ``max_len=0``). Stopping rule: module docstring.
     """
-    if not 1 <= n_best <= beam_size:
-        raise ValueError(f"n_best must be between 1 and beam_size ({beam_size}); got {n_best}")
-    _check_penalty(length_penalty, alpha)
     if batch_size == 0:
         return []
-    device = _device(device, max_len, src_lens)
-    K = beam_size
-    rules = _step_rules(batch_size, eos, max_len, min_len, ban_unk, unk, no_repeat_ngram, prefix, device)
-    # how many finished hypotheses the stopping rule waits for (module docstring); n_best are returned
-    kept = n_best if length_penalty == "none" else K
-    finished = _Finished(batch_size, kept, length_penalty, alpha, src_lens)
-    rows = torch.arange(batch_size, device=device).repeat_interleave(K)  # (B*K,) sentence of each row
-    paths = _Paths.empty(batch_size, device, return_attention)
+    device, K = _device(device, max_len, src_lens), options.beam_size
+    rules = StepRules.build(options, batch_size, max_len, prefix, device)
+    finished = _Finished(batch_size, options.kept_finished, options, src_lens)
+    paths = _Paths.empty(batch_size, device, options.return_attention)
     scores = torch.full((batch_size, K), NEG_INF, device=device)
     scores[:, 0] = 0.0  # one open beam at first, else the K copies would fill the beam with duplicates
     sentences = torch.arange(batch_size, device=device)  # original index of each active sentence
-    last = torch.full((batch_size,), bos, dtype=torch.long, device=device)
+    last = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
     for step in itertools.count():
         log_probs, state, attn = decoder.step(last, state)
         log_probs = rules.apply(log_probs.float(), paths.tokens, step)  # (N, V)
@@ -448,38 +355,30 @@ def beam_search(
             # The K beams of a sentence all start from BOS, so the first step ran one row per sentence
             # (for beam 5 over 32 sentences, 4 of every 5 rows of the costliest step were dead beams);
             # now each row becomes the sentence's K rows, beam 0 open, the others at -inf as before
-            state, rules = expand_beams(state, rows, K), rules.select(rows)
-            paths = _Paths.empty(batch_size * K, device, return_attention)
+            rows = torch.arange(batch_size, device=device).repeat_interleave(K)  # (B*K,)
+            state, rules = state.expand_beams(rows, K), rules.select(rows)
+            paths = _Paths.empty(batch_size * K, device, options.return_attention)
             log_probs = log_probs.index_select(0, rows)
             attn = None if attn is None else attn.index_select(0, rows)
-        active = scores.size(0)
-        cand_scores, cand_beam, cand_token = beam_step(scores, log_probs.view(active, K, -1))  # (B', 2K)
-        cand_row = cand_beam + K * torch.arange(active, device=device).unsqueeze(1)  # (B', 2K) row extended
-        cand_log_prob = log_probs[cand_row, cand_token]  # (B', 2K)
-        # EOS candidates ranked inside the beam end a hypothesis (-inf ones are paths that never lived)
-        ends = (cand_token == eos) & (cand_scores > NEG_INF)
-        ends[:, K:] = False
-        if bool(ends.any()):
-            b, j = ends.nonzero(as_tuple=True)
-            done_paths = paths.finish(cand_row[b, j], cand_log_prob[b, j], attn)
-            finished.add(sentences[b].tolist(), done_paths, cand_scores[b, j].tolist())
-        # The first K non-EOS candidates (stable sort keeps their rank order) form the next beam
-        pick = torch.sort((cand_token == eos).to(torch.uint8), dim=1, stable=True).indices[:, :K]  # (B', K)
-        scores = cand_scores.gather(1, pick)
+        choice = BeamChoice.choose(scores, log_probs)
+        if bool(choice.ends.any()):
+            b, j = choice.ends.nonzero(as_tuple=True)
+            ended = paths.finish(choice.rows[b, j], choice.log_probs[b, j], attn)
+            finished.add(sentences[b].tolist(), ended, choice.scores[b, j].tolist())
+        scores, active = choice.next_scores(), scores.size(0)
         limit = rules.max_len.view(active, K)[:, 0]  # (B',)
-        done = sentence_done(finished.nth_best(sentences), scores, step, limit, length_penalty, alpha)
+        nth = finished.nth_best(sentences)
+        done = sentence_done(nth, scores, step, limit, options.length_penalty, options.alpha)
         if bool(done.all()):
             break
         # Keep the unfinished sentences only: one reorder does the beam shuffle and the shrinking
         live = (~done).nonzero().squeeze(1)  # (B'',)
-        keep = (live.unsqueeze(1) * K + torch.arange(K, device=device)).view(-1)  # (B''*K,) next rows
-        index = cand_row.gather(1, pick).view(-1)[keep]
-        last = cand_token.gather(1, pick).view(-1)[keep]
-        paths = paths.extend(index, last, cand_log_prob.gather(1, pick).view(-1)[keep], attn)
+        index, last, log_prob = choice.next_rows(live)
+        paths = paths.extend(index, last, log_prob, attn)
         # while no sentence has finished, every row stays with its sentence: the source side stays put
         state, rules = state.reorder(index, same_source=live.numel() == active), rules.select(index)
         scores, sentences = scores[live], sentences[live]
-    return [hyps[:n_best] for hyps in finished.hyps]
+    return [hyps[: options.n_best] for hyps in finished.hyps]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -488,43 +387,31 @@ def beam_search(
 
 
 def _single_path(
-    decoder: Decoder,
-    state: Any,
-    batch_size: int,
-    bos: int,
-    eos: int,
-    max_len: int | Tensor,
+    decoder: StepDecoder,
+    state: SearchState,
+    options: SearchOptions,
     choose: Callable[[Tensor], Tensor],
     *,
-    min_len: int,
-    length_penalty: str,
-    alpha: float,
-    no_repeat_ngram: int,
-    ban_unk: bool,
-    unk: int,
+    batch_size: int,
+    max_len: int | Tensor,
     prefix: Sequence[Sequence[int]] | None,
     src_lens: Tensor | None,
-    return_attention: bool,
-    device: torch.device | str | None,
+    device: torch.device,
 ) -> list[list[Hypothesis]]:
     """Extend each sentence by ``choose(log_probs (N, V)) -> (N,)`` until EOS; rows leave when done."""
-    _check_penalty(length_penalty, alpha)
-    if batch_size == 0:
-        return []
-    device = _device(device, max_len, src_lens)
-    rules = _step_rules(batch_size, eos, max_len, min_len, ban_unk, unk, no_repeat_ngram, prefix, device)
-    finished = _Finished(batch_size, 1, length_penalty, alpha, src_lens)
-    paths = _Paths.empty(batch_size, device, return_attention)
+    rules = StepRules.build(options, batch_size, max_len, prefix, device)
+    finished = _Finished(batch_size, 1, options, src_lens)
+    paths = _Paths.empty(batch_size, device, options.return_attention)
     cum = torch.zeros(batch_size, device=device)  # summed like beam_search's scores, so beam 1 == greedy
     sentences = torch.arange(batch_size, device=device)
-    last = torch.full((batch_size,), bos, dtype=torch.long, device=device)
+    last = torch.full((batch_size,), BOS_ID, dtype=torch.long, device=device)
     for step in itertools.count():
         log_probs, state, attn = decoder.step(last, state)
         log_probs = rules.apply(log_probs.float(), paths.tokens, step)  # (N, V)
         last = choose(log_probs)  # (N,)
         log_prob = log_probs.gather(1, last.unsqueeze(1)).squeeze(1)  # (N,)
         cum = cum + log_prob
-        ends = last == eos  # forced at max_len
+        ends = last == EOS_ID  # forced at max_len
         if bool(ends.any()):
             rows = ends.nonzero().squeeze(1)
             finished.add(
@@ -543,30 +430,24 @@ def _single_path(
 
 @torch.no_grad()
 def greedy_search(
-    decoder: Decoder,
-    state: Any,
-    batch_size: int,
-    bos: int,
-    eos: int,
-    max_len: int | Tensor,
+    decoder: StepDecoder,
+    state: SearchState,
+    options: SearchOptions,
     *,
-    min_len: int = 0,
-    length_penalty: str = "none",
-    alpha: float = 0.6,
-    no_repeat_ngram: int = 0,
-    ban_unk: bool = False,
-    unk: int = 1,
+    batch_size: int,
+    max_len: int | Tensor,
     prefix: Sequence[Sequence[int]] | None = None,
     src_lens: Tensor | None = None,
-    return_attention: bool = True,
     device: torch.device | str | None = None,
 ) -> list[list[Hypothesis]]:
-    """The most probable next token at every step; one hypothesis per sentence (a list, like beam)."""
+    """The most probable next token at every step; one hypothesis per sentence (a list, like beam).
+    ``options.beam_size`` and ``n_best`` do not apply."""
+    if batch_size == 0:
+        return []
     return _single_path(
-        decoder, state, batch_size, bos, eos, max_len, lambda log_probs: top_k(log_probs, 1)[1].squeeze(1),
-        min_len=min_len, length_penalty=length_penalty, alpha=alpha, no_repeat_ngram=no_repeat_ngram,
-        ban_unk=ban_unk, unk=unk, prefix=prefix, src_lens=src_lens, return_attention=return_attention,
-        device=device,
+        decoder, state, options, lambda log_probs: top_k(log_probs, 1)[1].squeeze(1),
+        batch_size=batch_size, max_len=max_len, prefix=prefix, src_lens=src_lens,
+        device=_device(device, max_len, src_lens),
     )  # fmt: skip
 
 
@@ -587,57 +468,76 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
 
 @torch.no_grad()
 def sample(
-    decoder: Decoder,
-    state: Any,
-    batch_size: int,
-    bos: int,
-    eos: int,
-    max_len: int | Tensor,
+    decoder: StepDecoder,
+    state: SearchState,
+    options: SearchOptions,
     *,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    min_len: int = 0,
-    length_penalty: str = "none",
-    alpha: float = 0.6,
-    no_repeat_ngram: int = 0,
-    ban_unk: bool = False,
-    unk: int = 1,
+    batch_size: int,
+    max_len: int | Tensor,
     prefix: Sequence[Sequence[int]] | None = None,
     src_lens: Tensor | None = None,
-    return_attention: bool = True,
+    generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> list[list[Hypothesis]]:
-    """Ancestral sampling from softmax(log_probs / temperature), optionally cut to top-k and top-p.
-    ``temperature`` lies in [:data:`TEMPERATURE_MIN`, :data:`TEMPERATURE_MAX`] (for the argmax use
-    greedy_search); a ``top_k`` of the vocabulary size or more keeps every piece, like 0.
-    Pass a seeded ``torch.Generator`` (on the decoder's device) for reproducible samples."""
-    check_number("temperature", temperature, TEMPERATURE_MIN, TEMPERATURE_MAX)
-    if top_k < 0 or not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_k must be >= 0 and top_p in (0, 1]; got top_k={top_k}, top_p={top_p}")
+    """``options.n_best`` draws per sentence, best first, each by ancestral sampling from
+    softmax(log_probs / temperature) cut to top-k and top-p (``options.sampling``; None: temperature 1,
+    no cut). A ``top_k`` of the vocabulary size or more keeps every piece, like 0. The draws come from
+    ``generator`` (on the decoder's device), else from one seeded with ``sampling.seed``, else from
+    torch's default generator."""
+    if batch_size == 0:
+        return []
+    s, n = options.sampling or Sampling(), options.n_best
+    device = _device(device, max_len, src_lens)
+    if generator is None and s.seed is not None:
+        generator = torch.Generator(device=device).manual_seed(s.seed)
 
     def choose(log_probs: Tensor) -> Tensor:
-        probs = filter_logits(log_probs / temperature, top_k, top_p).softmax(dim=1)
+        probs = filter_logits(log_probs / s.temperature, s.top_k, s.top_p).softmax(dim=1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return _single_path(
-        decoder, state, batch_size, bos, eos, max_len, choose,
-        min_len=min_len, length_penalty=length_penalty, alpha=alpha, no_repeat_ngram=no_repeat_ngram,
-        ban_unk=ban_unk, unk=unk, prefix=prefix, src_lens=src_lens, return_attention=return_attention,
-        device=device,
+    # each sentence's row repeated n times: n draws in one pass, then each sentence's draws ranked
+    rows = torch.arange(batch_size, device=device).repeat_interleave(n)  # (B*n,)
+    draws = _single_path(
+        decoder, state.reorder(rows), options, choose, batch_size=batch_size * n,
+        max_len=_limits(max_len, batch_size, device)[rows],
+        prefix=None if prefix is None else [prefix[i] for i in rows.tolist()],
+        src_lens=None if src_lens is None else src_lens[rows], device=device,
     )  # fmt: skip
+    return [
+        sorted((d[0] for d in draws[i * n : (i + 1) * n]), key=lambda h: -h.score) for i in range(batch_size)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _check_penalty(length_penalty: str, alpha: float) -> None:
-    if length_penalty not in LENGTH_PENALTIES:
-        raise ValueError(
-            f"length_penalty must be one of {', '.join(LENGTH_PENALTIES)}; got {length_penalty!r}"
-        )
-    check_number("alpha", alpha, 0.0, ALPHA_MAX)
+def generate(
+    decoder: StepDecoder,
+    state: SearchState,
+    options: SearchOptions,
+    *,
+    batch_size: int,
+    max_len: int | Tensor,
+    prefix: Sequence[Sequence[int]] | None = None,
+    src_lens: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> list[list[Hypothesis]]:
+    """Decode the B sentences of ``state`` as ``options`` say: :func:`sample` when ``options.sampling``
+    is set, else :func:`beam_search` (``beam_size`` > 1) or :func:`greedy_search`.
+
+    ``max_len`` (an int, or (B,) long: ``options.max_lengths(src_lens)``) and ``prefix`` (forced tokens
+    per sentence): module docstring; ``src_lens`` (B,) cuts each attention row to its source;
+    ``generator``: for sampling; ``device``: where the search's bookkeeping lives (default: that of
+    ``max_len`` or ``src_lens``, else the CPU).
+    """
+    if state.batch_size != batch_size:
+        raise ValueError(f"the state holds {state.batch_size} rows, not batch_size={batch_size}")
+    where = {"batch_size": batch_size, "max_len": max_len, "prefix": prefix, "src_lens": src_lens}
+    if options.sampling is not None:
+        return sample(decoder, state, options, generator=generator, device=device, **where)
+    search = beam_search if options.beam_size > 1 else greedy_search
+    return search(decoder, state, options, device=device, **where)
 
 
 def _device(

@@ -37,7 +37,9 @@ from torch import Tensor, nn
 from ..errors import CheckpointError, UserError
 from ..files import atomic_write
 from ..vocab import EOS_ID
-from .search import expand_beams, pad_ids
+from .protocol import SearchState
+from .quantize import Int8Linear
+from .search import pad_ids
 
 SPECIALS = EOS_ID + 1  # ids 0..3: <pad> <unk> <s> </s>
 # below this many sentences an int8 output layer is used whole (cutting it costs more than it saves)
@@ -253,7 +255,7 @@ def restrict_outputs(linear: nn.Module, index: Tensor) -> nn.Module:
             if linear.bias is not None:
                 out.bias.copy_(linear.bias[index])
         return out.eval()
-    if hasattr(linear, "select_outputs"):  # seq2seq_lstm.decoding.quantize.Int8Linear
+    if isinstance(linear, Int8Linear):
         return linear.select_outputs(index)
     raise TypeError(f"cannot restrict an output layer of type {type(linear).__name__}")
 
@@ -262,14 +264,18 @@ def restrict_outputs(linear: nn.Module, index: Tensor) -> nn.Module:
 class ShortlistState:
     """A model's decoder state plus the sentence (row of ``pieces``) of each of its rows."""
 
-    inner: object
+    inner: SearchState
     rows: Tensor  # (N,) long
+
+    @property
+    def batch_size(self) -> int:
+        return self.rows.numel()
 
     def reorder(self, index: Tensor, same_source: bool = False) -> ShortlistState:
         return ShortlistState(self.inner.reorder(index, same_source), self.rows[index])
 
     def expand_beams(self, index: Tensor, beams: int) -> ShortlistState:
-        return ShortlistState(expand_beams(self.inner, index, beams), self.rows[index])
+        return ShortlistState(self.inner.expand_beams(index, beams), self.rows[index])
 
 
 class ShortlistDecoder:

@@ -42,52 +42,24 @@ from torch import Tensor, nn
 from ..config import GenerationConfig
 from ..data.tokenizer import Tokenizer
 from ..decoding.ensemble import EnsembleDecoder
+from ..decoding.options import Sampling, SearchOptions
+from ..decoding.protocol import StepDecoder
 from ..decoding.quantize import convert_weights
-from ..decoding.search import (
-    TEMPERATURE_MAX,
-    TEMPERATURE_MIN,
-    Hypothesis,
-    beam_search,
-    check_number,
-    greedy_search,
-    max_lengths,
-    pad_ids,
-    sample,
-)
+from ..decoding.search import Hypothesis, generate, pad_ids
 from ..decoding.shortlist import Shortlist, ShortlistDecoder
 from ..errors import CheckpointError, UserError
 from ..files import size_text
-from ..vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID, WORD_BOUNDARY
+from ..vocab import PAD_ID, WORD_BOUNDARY
 
 logger = logging.getLogger(__name__)
 
 SENTENCE_ENDS = frozenset(".!?…。！？")  # a chunk preferably ends after a piece ending with one of these
 CLAUSE_ENDS = frozenset(",;:，；：")  # second choice
-SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits
 # A search step holds a few (rows, V) float32 tensors at once (logits, log-probs, a masked or expanded
 # copy), rows = sentences x beam (or samples per sentence), and with attention each row keeps (steps,
 # S) weights. Batches are cut to stay under the limit; a beam that alone would pass it is refused.
 STEP_MEMORY_LIMIT = 2 * 2**30
 STEP_COPIES = 4  # per model
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Ancestral sampling instead of search: softmax(log p / temperature), cut to top-k and top-p.
-    ``n_best`` samples are drawn per line; there is no beam (``beam_size`` does not apply)."""
-
-    temperature: float = 1.0  # in [1e-6, 1e6]; below 1 sharpens, above 1 flattens
-    top_k: int = 0  # sample among the k most probable pieces (0, or k >= the vocabulary size: all)
-    top_p: float = 1.0  # nucleus: the smallest set of pieces holding this much probability
-    seed: int | None = None  # seeds one generator per translate call: the same call gives the same samples
-
-    def __post_init__(self) -> None:
-        check_number("--temperature", self.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX)
-        if self.top_k < 0:
-            raise UserError(f"--top-k must be >= 0; got {self.top_k}")
-        check_number("--top-p", self.top_p, 0.0, 1.0, lo_open=True)
-        if self.seed is not None and not 0 <= self.seed <= SEED_MAX:
-            raise UserError(f"--seed must be between 0 and {SEED_MAX}; got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -152,9 +124,11 @@ class Translator:
     """Translates lists of lines with one model or an ensemble (mean of the members' probabilities).
 
     ``models``: ``Seq2Seq`` modules over ``tokenizer``'s vocabularies (put in eval mode here);
-    ``generation``: search options; ``sampling``: sample instead of searching; ``batch_sentences``:
-    a cap on sentences per batch on top of ``generation.batch_tokens`` (0 = none); ``dtype``: a key
-    of :data:`seq2seq_lstm.decoding.quantize.DTYPES` for the weights.
+    ``generation``: batching, chunking and shortlist settings, and the search options unless
+    ``options`` are given (``SearchOptions.from_generation(generation, sampling=sampling)``);
+    ``sampling``: sample instead of searching; ``batch_sentences``: a cap on sentences per batch on
+    top of ``generation.batch_tokens`` (0 = none); ``dtype``: a key of
+    :data:`seq2seq_lstm.decoding.quantize.DTYPES` for the weights.
     """
 
     def __init__(
@@ -164,6 +138,7 @@ class Translator:
         generation: GenerationConfig,
         *,
         sampling: Sampling | None = None,
+        options: SearchOptions | None = None,
         batch_sentences: int = 0,
         device: str | torch.device = "cpu",
         dtype: str = "float32",
@@ -180,7 +155,12 @@ class Translator:
         for m in self.models:
             m.decoder.cache_input_gates()  # a table lookup per step instead of a product
         self.decoder = self.models[0] if len(self.models) == 1 else EnsembleDecoder(self.models)
-        self.tokenizer, self.generation, self.sampling = tokenizer, generation, sampling
+        if options is None:
+            options = SearchOptions.from_generation(generation, sampling=sampling)
+        elif sampling is not None and sampling != options.sampling:
+            raise ValueError("sampling contradicts options.sampling: pass it in the options only")
+        self.tokenizer, self.generation, self.options = tokenizer, generation, options
+        self.sampling = options.sampling
         self.batch_sentences = batch_sentences
         if generation.shortlist and shortlist is None:
             raise UserError("generation.shortlist is set but no shortlist was given (see `s2s shortlist`)")
@@ -212,28 +192,28 @@ class Translator:
                 )
 
         models, cfg, tokenizer = load_ensemble(paths, device=device, check=translation_model)
-        generation = cfg.generation
         fields = {f.name for f in dataclasses.fields(GenerationConfig)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise UserError(f"unknown generation option {unknown[0]}; allowed: {', '.join(sorted(fields))}")
-        if sampling is not None:
-            beam_size = overrides.pop("beam_size", 1)
-            if beam_size != 1:
-                raise UserError(
-                    f"--beam-size {beam_size} contradicts --sampling: sampling has no beam (it draws "
-                    "--n-best samples per line); drop one of them"
-                )
-            # n_best counts samples, so the n_best <= beam_size check must not bite
-            overrides["beam_size"] = max(generation.beam_size, overrides.get("n_best", generation.n_best))
-        generation = dataclasses.replace(generation, **overrides)  # its checks raise ConfigError
+        # sampling has no beam, and its n_best counts samples: those two go to the search options alone
+        # (SearchOptions checks them), the config's n_best <= beam_size check is not theirs
+        held = {
+            k: overrides.pop(k) for k in ("beam_size", "n_best") if sampling is not None and k in overrides
+        }
+        generation = dataclasses.replace(cfg.generation, **overrides)  # its checks raise ConfigError
+        options = SearchOptions.from_generation(generation, sampling=sampling, **held)
+        if sampling is not None:  # for readers of `generation.n_best` (`s2s translate`'s output format)
+            generation = dataclasses.replace(
+                generation, n_best=options.n_best, beam_size=max(generation.beam_size, options.n_best)
+            )
         shortlist = None
         if generation.shortlist:
             first = paths if isinstance(paths, (str, os.PathLike)) else paths[0]
             shortlist = Shortlist.load(
                 locate_run(first).shortlist, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
             )
-        return cls(models, tokenizer, generation, sampling=sampling, batch_sentences=batch_sentences,
+        return cls(models, tokenizer, generation, options=options, batch_sentences=batch_sentences,
                    device=device, dtype=dtype, shortlist=shortlist)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------
@@ -296,10 +276,10 @@ class Translator:
     def _warn_min_len(self, segments: list[_Segment], lines: int) -> None:
         """The maximum length wins over ``min_len`` (see :mod:`seq2seq_lstm.decoding.search`): say
         so when it does."""
-        g = self.generation
+        g = self.options
         if not g.min_len or not segments:
             return
-        limits = max_lengths(torch.tensor([len(s.ids) for s in segments]), g.max_len_a, g.max_len_b)
+        limits = g.max_lengths(torch.tensor([len(s.ids) for s in segments]))
         short = {s.line for s, limit in zip(segments, limits.tolist(), strict=True)
                  if max(limit, len(s.prefix)) < g.min_len}  # fmt: skip
         if short:
@@ -332,12 +312,12 @@ class Translator:
     def _sentences_that_fit(self, width: int, attention: bool) -> int:
         """How many sentences of ``width`` source pieces one search step can hold within
         :data:`STEP_MEMORY_LIMIT`; :class:`UserError` when not even one fits."""
-        g, vocab = self.generation, self.tokenizer.tgt_vocab_size
-        rows = g.n_best if self.sampling is not None else g.beam_size  # search rows per sentence
+        g, vocab = self.options, self.tokenizer.tgt_vocab_size
+        rows = g.n_best if g.sampling is not None else g.beam_size  # search rows per sentence
         # an ensemble holds each member's log-probs and their stack besides
         row_bytes = STEP_COPIES * len(self.models) * 4 * vocab
         if attention:  # each row's attention weights, one (S,) row per step up to the maximum length
-            steps = int(max_lengths(torch.tensor([width]), g.max_len_a, g.max_len_b)) + 1  # EOS too
+            steps = int(g.max_lengths(torch.tensor([width]))) + 1  # EOS too
             row_bytes += 4 * width * steps
         fits = STEP_MEMORY_LIMIT // (rows * row_bytes)
         if fits == 0:
@@ -373,37 +353,18 @@ class Translator:
 
     def _search(
         self,
-        decoder: Any,
+        decoder: StepDecoder,
         batch: list[_Segment],
         prefix: list[list[int]],
         attention: bool,
         generator: torch.Generator | None,
     ) -> list[list[Hypothesis]]:
-        g = self.generation
+        """The search of ``self.options`` over one batch (``attention``: keep it or not)."""
         src, src_lens = _pad([s.ids for s in batch], self.device)
-        state = decoder.start(src, src_lens)
-        max_len = max_lengths(src_lens, g.max_len_a, g.max_len_b)
-        options = dict(min_len=g.min_len, length_penalty=g.length_penalty, alpha=g.alpha,
-                       no_repeat_ngram=g.no_repeat_ngram, ban_unk=g.ban_unk, unk=UNK_ID,
-                       return_attention=attention, device=self.device)  # fmt: skip
-        B = len(batch)
-        if self.sampling is not None:
-            # n_best samples per sentence: repeat each row n times, sample once, rank each sentence's draws
-            n = g.n_best
-            rows = torch.arange(B, device=self.device).repeat_interleave(n)  # (B*n,)
-            s = self.sampling
-            draws = sample(decoder, state.reorder(rows), B * n, BOS_ID, EOS_ID, max_len[rows],
-                           temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, generator=generator,
-                           prefix=[prefix[i] for i in rows.tolist()], src_lens=src_lens[rows],
-                           **options)  # fmt: skip
-            return [
-                sorted((d[0] for d in draws[i * n : (i + 1) * n]), key=lambda h: -h.score) for i in range(B)
-            ]
-        if g.beam_size == 1:
-            return greedy_search(decoder, state, B, BOS_ID, EOS_ID, max_len, prefix=prefix,
-                                 src_lens=src_lens, **options)  # fmt: skip
-        return beam_search(decoder, state, B, BOS_ID, EOS_ID, max_len, beam_size=g.beam_size,
-                           n_best=g.n_best, prefix=prefix, src_lens=src_lens, **options)  # fmt: skip
+        options = dataclasses.replace(self.options, return_attention=attention)
+        return generate(decoder, decoder.start(src, src_lens), options, batch_size=len(batch),
+                        max_len=options.max_lengths(src_lens), prefix=prefix, src_lens=src_lens,
+                        generator=generator, device=self.device)  # fmt: skip
 
     def _assemble(
         self,

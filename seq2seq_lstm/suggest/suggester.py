@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ class Suggester:
     """Whole-word suggestions from a model with ``start``/``step`` and a SentencePiece tokenizer.
 
     ``model`` is a ``LanguageModel`` (``task="lm"``) or a ``Seq2Seq`` (``task="translation"``: the
-    suggestions continue a translation of a source sentence), or a ``search.EnsembleDecoder`` of several
+    suggestions continue a translation of a source sentence), or an ``EnsembleDecoder`` of several
     such models over one vocabulary. ``k`` words are returned, built with a
     beam of ``beam`` piece sequences from the last ``context`` pieces of the current sentence; at most
     ``max_pieces`` pieces per word (plus one per typed character beyond four). The beam drops every
@@ -175,7 +174,6 @@ class SuggestSession:
                     raise UserError("this checkpoint is a language model; --source needs a translation model")
                 state = model.start(1)
             log_probs, state, _ = model.step(torch.tensor([BOS_ID]), state)
-        self._dims = _batch_dims(state)
         # piece sequence after BOS (the context window, then the pieces of a word) -> its node
         self._nodes: dict[tuple[int, ...], _Node] = {
             (): (log_probs[0], state, 0, self._boundary_mass(log_probs)[0])
@@ -341,9 +339,7 @@ class SuggestSession:
             groups[id(block)][1].append(row)
             groups[id(block)][2].append(seq)
         ordered = [seq for _, _, group in groups.values() for seq in group]
-        state = _cat_states(
-            [block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()], self._dims
-        )
+        state = _cat_states([block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()])
         out, state, _ = self.s.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
         bmass = self._boundary_mass(out)
         for row, seq in enumerate(ordered):
@@ -438,33 +434,7 @@ def _add(words: dict[str, float], word: str, logp: float) -> None:
     words[word] = words.get(word, 0.0) + math.exp(logp)
 
 
-def _batch_dims(state) -> dict[str, int] | list:
-    """Which dimension of each tensor field of a state dataclass is the batch (read off ``reorder``);
-    for an ensemble's state, the list of its members' dims."""
-    from ..decoding.ensemble import EnsembleState
-
-    if isinstance(state, EnsembleState):
-        return [_batch_dims(member) for member in state.states]
-    if not dataclasses.is_dataclass(state):
-        raise TypeError(
-            f"the suggester needs a dataclass decoder state with reorder(); got {type(state).__name__}"
-        )
-    two = state.reorder(torch.zeros(2 * state.batch_size, dtype=torch.long))
-    dims = {}
-    for f in dataclasses.fields(state):
-        a, b = getattr(state, f.name), getattr(two, f.name)
-        if isinstance(a, Tensor):
-            (dims[f.name],) = [d for d in range(a.dim()) if a.shape[d] != b.shape[d]]
-    return dims
-
-
-def _cat_states(states: list, dims: dict[str, int] | list):
-    """Concatenate decoder states (or ensemble states, member by member) along their batch dimensions."""
-    if len(states) == 1:
-        return states[0]
-    if isinstance(dims, list):
-        members = [_cat_states([s.states[m] for s in states], d) for m, d in enumerate(dims)]
-        return dataclasses.replace(states[0], states=tuple(members))
-    return dataclasses.replace(
-        states[0], **{n: torch.cat([getattr(s, n) for s in states], d) for n, d in dims.items()}
-    )
+def _cat_states(states: list):
+    """Join decoder states (blocks of rows from earlier steps) along their rows: each state type says
+    how (``cat`` of :class:`~seq2seq_lstm.decoding.protocol.ConcatState`)."""
+    return states[0] if len(states) == 1 else type(states[0]).cat(states)

@@ -38,8 +38,10 @@ from torch import Tensor, nn
 from ..checkpoint import CKPT_KEY, save_checkpoint_info
 from ..config import Config
 from ..data.tokenizer import Tokenizer
+from ..decoding.options import SearchOptions
+from ..decoding.search import generate
 from ..errors import UserError
-from ..vocab import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from ..vocab import PAD_ID
 from .loss import cross_entropy_sums
 
 logger = logging.getLogger(__name__)
@@ -353,21 +355,17 @@ class TranslationSystem(Seq2SeqSystem):
     @torch.no_grad()
     def decode(self, src: Tensor, src_lens: Tensor) -> list[str]:
         """Detokenized best translation of each source row (beam search when generation.beam_size > 1)."""
-        from ..decoding.search import beam_search, greedy_search, max_lengths
-
-        g = self.cfg.generation
-        max_len = max_lengths(src_lens, g.max_len_a, g.max_len_b)
-        common = dict(min_len=g.min_len, length_penalty=g.length_penalty, alpha=g.alpha,
-                      no_repeat_ngram=g.no_repeat_ngram, ban_unk=g.ban_unk, unk=UNK_ID, src_lens=src_lens,
-                      return_attention=False)  # fmt: skip
+        options = self.search_options
         state = self.model.start(src, src_lens)
-        if g.beam_size > 1:
-            nbest = beam_search(
-                self.model, state, src.size(0), BOS_ID, EOS_ID, max_len, beam_size=g.beam_size, **common
-            )
-        else:
-            nbest = greedy_search(self.model, state, src.size(0), BOS_ID, EOS_ID, max_len, **common)
+        nbest = generate(self.model, state, options, batch_size=src.size(0),
+                         max_len=options.max_lengths(src_lens), src_lens=src_lens)  # fmt: skip
         return self.tokenizer.decode_tgt([hyps[0].tokens for hyps in nbest])
+
+    @functools.cached_property
+    def search_options(self) -> SearchOptions:
+        """Validation decodes with the run's ``generation`` options, the 1-best only (so ``n_best``
+        leaves the search as it is without a length penalty) and without attention."""
+        return SearchOptions.from_generation(self.cfg.generation, n_best=1, return_attention=False)
 
     def _score_decoded(self) -> dict[str, Tensor]:
         import sacrebleu
