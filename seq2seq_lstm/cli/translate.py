@@ -168,7 +168,7 @@ def _length_penalties() -> tuple[str, ...]:
 @device_option
 @dtype_option(
     "Weight type: int8 is the fastest on a CPU (3-4.5x float32 on AVX-512 with VNNI), bfloat16 "
-    "up to 2x at batch 1; both round scores a little (README: Decoding speed)."
+    "up to 2x at batch 1; both round scores a little (docs/decoding.md)."
 )
 @encoding_errors_option
 def translate(

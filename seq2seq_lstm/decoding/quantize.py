@@ -263,7 +263,8 @@ def _to_int8(decoder: Decoder) -> None:
 
     One exception: a language model's fused LSTM stays one call to torch's int8 LSTM, whose range
     covers the rows of the step. A language model serves suggestions, where all rows of a step are
-    piece sequences of one text, and the single call is 20% faster per step than the cells."""
+    piece sequences of one text, so one range over them costs nothing in consistency, and one fused
+    call per step does less work than stepping the cells."""
     if isinstance(decoder.rnn, nn.LSTM) and decoder.attention is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -298,9 +299,8 @@ def _encoder_to_int8(encoder: Encoder) -> None:
     """Swap the encoder's LSTM for int8 cells, in place: the fused ``nn.LSTM`` becomes cells first
     (:func:`encoder_cells`; torch's int8 LSTM would take its activation range from the whole batch).
     Each layer projects its whole input sequence in one int8 product with a scale per row (embeddings,
-    and the layer below's outputs); the time loop multiplies h, in [-1, 1], by the int8 W_hh. On the
-    README's AVX-512 CPU this encoded the Ding test set in 0.6 s instead of 1.3 s (ATen's float32 LSTM,
-    one thread, batches of 32): the encoder had been 17% of int8 beam search."""
+    and the layer below's outputs); the time loop multiplies h, in [-1, 1], by the int8 W_hh. Left in
+    float32, the encoder would be a large share of int8 decoding, whose other products are int8."""
     if isinstance(encoder.rnn, PackedLSTM):
         encoder.rnn = encoder_cells(encoder.rnn)
     for directions in encoder.rnn.layers:

@@ -295,8 +295,8 @@ class ShortlistDecoder:
             union, self.columns = torch.unique(pieces, sorted=True, return_inverse=True)  # (U,), (B, L)
             self.generator = restrict_outputs(generator, union)
         else:
-            # a cut int8 layer must be repacked (~5 us a row), which costs more than a few sentences
-            # save on the product: use the whole layer; its outputs are bit for bit those of a cut one
+            # a cut int8 layer must be repacked row by row, which costs more than a few sentences save
+            # on the product: use the whole layer; its outputs are bit for bit those of a cut one
             self.generator, self.columns = generator, pieces
 
     def eval(self) -> ShortlistDecoder:

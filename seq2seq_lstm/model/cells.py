@@ -36,10 +36,11 @@ Activation = Callable[[Tensor], Tensor]
 
 def tanh_via_sigmoid(x: Tensor) -> Tensor:
     """tanh(x) as 2 sigmoid(2x) - 1: the same function (in float32 within 2e-7 of the exact value),
-    faster where ``torch.tanh`` is slow. On the 2-core AMD EPYC (AVX-512) of the README's decoding
-    figures one thread takes 211 us for ``torch.tanh`` of a (160, 512) float32 tensor and 60 us for
-    this; tanh was 7% of an int8 beam-search step. Used by int8 inference (seq2seq_lstm.decoding.quantize),
-    whose products round far more than this; float32 keeps ``torch.tanh``, as in training."""
+    faster where ``torch.tanh`` is slow: on x86 CPUs torch vectorises sigmoid well and tanh poorly, and
+    an int8 decoding step, whose products are cheap, would otherwise spend a visible share of its time
+    in tanh (benchmarks/RESULTS.md, Decoding speed). Used by int8 inference
+    (seq2seq_lstm.decoding.quantize), whose products round far more than this; float32 keeps
+    ``torch.tanh``, as in training."""
     return torch.sigmoid(x * 2.0).mul_(2.0).sub_(1.0)
 
 

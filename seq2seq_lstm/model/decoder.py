@@ -77,8 +77,8 @@ class DecoderState:
     def expand_beams(self, index: Tensor, beams: int) -> DecoderState:
         """``reorder(index)`` for ``index`` = each row repeated ``beams`` times, copies adjacent (B rows
         -> B * beams), except that the source side is not copied: beam 5 over 32 sentences then attends
-        with 32 (5, S) products instead of 160 (1, S) ones, 2.5x faster for 45-piece sources, and a
-        finished sentence drops 1 row of it, not 5."""
+        with 32 (5, S) products instead of 160 (1, S) ones, which reads each sentence's memory once per
+        step instead of once per beam, and a finished sentence drops 1 row of it, not 5."""
         if self.beams != 1:
             raise ValueError("expand_beams: the state already has beams")
         rows = torch.arange(self.batch_size, device=index.device).unsqueeze(1)  # (B, 1)
@@ -324,8 +324,9 @@ class Decoder(nn.Module):
         hc = (list(state.h.unbind(0)), list(state.c.unbind(0)))
         feed, outs = state.feed, []
         weight = getattr(self.rnn.layers[0], "weight_hh", None)  # an int8 cell (quantize.py) has none
-        # the CPU only: measured there (README, Training speed); on a GPU the loop keeps CUDA's fused
-        # LSTM gate kernel (StackedCell.forward), which the shared loop's gate math would replace
+        # the CPU only, where per-step casts and thin weight-gradient products are what it saves; on a
+        # GPU the loop keeps CUDA's fused LSTM gate kernel (StackedCell.forward), which the shared
+        # loop's gate math would replace
         shared = (
             torch.is_grad_enabled()
             and isinstance(weight, Tensor)
@@ -351,10 +352,10 @@ class Decoder(nn.Module):
         """The output layer and log-softmax of one step: (N, E or H) -> (N, V) float32.
 
         On the CPU in blocks of rows whose logits fill about :data:`LOGIT_BLOCK_BYTES`, so that the
-        log-softmax reads them from the cache the product just wrote them to: an int8 beam-5 step of 32
-        sentences (160 x 8,000 logits, 5 MB) took 3.2 instead of 3.9 ms for these two (README's AVX-512
-        CPU, one thread). Each row's numbers are its own in any block (the int8 product is exact per
-        row; a float product may round differently for another row count, as it does for another batch).
+        log-softmax reads them from the cache the product just wrote them to, instead of from main
+        memory (a beam-5 step over 32 sentences and 8,000 pieces writes 5 MB of logits). Each row's
+        numbers are its own in any block (the int8 product is exact per row; a float product may round
+        differently for another row count, as it does for another batch).
         """
         rows, vocab = features.size(0), self.generator.out_features
         block = max(1, LOGIT_BLOCK_BYTES // (4 * vocab))
@@ -390,8 +391,8 @@ class Decoder(nn.Module):
     @torch.no_grad()
     def cache_input_gates(self, max_bytes: int = 128 * 2**20) -> bool:
         """For inference: compute the first layer's embedding gates of every token once, (V, G*H), so a
-        step looks its row up instead of multiplying (an E x G*H product per row, ~8% of a decoding
-        step). Each row is computed as a step would (the int8 product is row-independent), so results
+        step looks its row up instead of multiplying (an E x G*H product per row that depends only on
+        the token). Each row is computed as a step would (the int8 product is row-independent), so results
         do not change. Skipped (returns False) for the fused LSTM, which has no separate input gates, or
         when the table would exceed ``max_bytes``; ``train()`` drops it, as the weights will change."""
         if self.fused:

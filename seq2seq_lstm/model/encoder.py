@@ -67,8 +67,8 @@ class PackedLSTM(nn.Module):
             out, (h, c) = run_lstm(self.lstm, packed)
         else:
             # Decoding: oneDNN (used for a batch of equal lengths, e.g. one sentence) builds a new LSTM
-            # primitive for every new length, 40% of encoding a 12-piece sentence alone (11.9 vs 7.1 ms
-            # with ATen's own LSTM, which packed batches of mixed lengths use anyway)
+            # primitive for every new length, which costs more than encoding a short sentence; ATen's
+            # own LSTM, which packed batches of mixed lengths use anyway, builds nothing
             with _onednn(False):
                 out, (h, c) = run_lstm(self.lstm, packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))  # (B, S, H)

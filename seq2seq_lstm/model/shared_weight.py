@@ -3,8 +3,8 @@
 A decoder with input feeding steps through time in Python, and autograd sees each step's use of a
 weight as a separate product. Per step and weight it then casts the float32 weight to bf16 (Lightning
 runs autocast with its cast cache off), forms a (O, I) weight gradient from only B rows, casts that back
-to float32 and adds it to the others. For the reference model on the CPU the casts alone took about
-a quarter of a profiled bf16 training step.
+to float32 and adds it to the others. On a CPU those casts and thin products are a large share of a
+bf16 training step (benchmarks/RESULTS.md, Training speed).
 
 ``SharedLinear`` does the same algebra in another order. The weight is cast once per forward pass;
 each step's backward returns only the input gradient and keeps the step's output gradient; and the

@@ -51,10 +51,9 @@ class Suggester:
     ``max_pieces`` pieces per word (plus one per typed character beyond four). The beam drops every
     hypothesis less probable than ``stop_ratio`` times the k-th word found, and stops when none is
     left: with 1 (the default) no word it has not found yet can then enter the top k, as a word is at
-    most as probable as its first pieces. (On the Ding English test set, against only stopping once
-    the whole beam's probability fell below the bar, dropping them one by one saves 13% of the model
-    steps and 29% of the rows stepped; a bar of 0.05 took 1.5 times the model steps of 1; all scored
-    the same: top-3 29.3, keystroke savings 47.1.)
+    most as probable as its first pieces. Dropping hypotheses one by one, rather than only stopping
+    once the whole beam falls below the bar, saves model steps without changing the top k; a lower
+    bar only spends steps on words that cannot enter it (benchmarks/RESULTS.md, suggestion latency).
     """
 
     def __init__(
@@ -234,11 +233,9 @@ class SuggestSession:
         are a space, a full stop and a comma after a word, and the ``chars`` likeliest next characters
         (:meth:`_next_keystrokes`). ``should_stop()`` (e.g. "is a key event waiting?") is asked before
         every model step; when it says yes the work stops there, so a keystroke waits at most one step.
-        What was computed stays. On the Ding English test sentences with the int8 keyboard model,
-        ``chars=16`` answers 94-95% of keystrokes without a model step for 18-20 ms of work per
-        keystroke (median; ``benchmarks/suggest_latency.py --prefetch 16``; 91% when the next key
-        comes 25 ms after each answer, ``--gap-ms 25``); one session typing 40 sentences grew by 83
-        MB (the node cache holds at most 2048 sequences). Fewer ``chars`` work less and miss more.
+        What was computed stays, within the session's cache of at most ``MAX_CACHED_SEQUENCES`` piece
+        sequences. Fewer ``chars`` work less and miss more; ``benchmarks/suggest_latency.py --prefetch
+        N [--gap-ms G]`` measures the trade (figures in benchmarks/RESULTS.md).
         """
         parsed = self._typed(text)
         if parsed is None:

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# float32 bytes per chunk. Measured on a 2-core AMD EPYC (N = 1,600, V = 8,000, bf16, forward and backward):
-# 128 KiB 66 ms, 1 MiB 34 ms, 4 MiB 22-24 ms, 16 MiB 31 ms, one chunk 68 ms; F.cross_entropy 75 ms.
+# float32 bytes per chunk: large enough that per-chunk overhead is small, small enough that a chunk of
+# logits stays in the CPU's cache between the passes over it (the sizes tried: benchmarks/RESULTS.md)
 CHUNK_BYTES = 4 << 20
 
 

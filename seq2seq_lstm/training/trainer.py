@@ -321,8 +321,8 @@ def check_cpu_devices(t: TrainingConfig) -> None:
 def cpu_precision(t: TrainingConfig) -> str:
     """The precision to train in: ``t.precision``, except 32-true for bf16-mixed on a CPU without bf16.
 
-    On AVX2 CPUs oneDNN emulates bf16 matrix products: the quickstart trains about 10x slower in
-    bf16-mixed than in 32-true there, so a config written for AVX-512/AMX machines falls back (the run's
+    On AVX2 CPUs oneDNN emulates bf16 matrix products, so bf16-mixed trains several times slower than
+    32-true there, and a config written for AVX-512/AMX machines falls back (the run's
     config.yaml keeps what was asked for, so the same run resumed on such a machine uses bf16 again).
     """
     from ..model.cells import cpu_supports_bf16
