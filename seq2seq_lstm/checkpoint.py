@@ -19,9 +19,13 @@ with one line naming what differs.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
+import pickletools
+import re
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import Config, config_from_dict, load_config
+from .config import TASKS, Config, config_from_dict, load_config
 from .data.tokenizer import Tokenizer
 from .errors import CheckpointError, ConfigError, UserError
 from .files import atomic_write, atomic_write_text
@@ -92,10 +96,56 @@ def tokenizer_sha256(tokenizer: Tokenizer) -> dict[str, str]:
     return {name: hashlib.sha256(data).hexdigest() for name, data in tokenizer.model_files().items()}
 
 
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_sha256_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+        for k, v in value.items()
+    )
+
+
+# what model.json (and the same fields of a checkpoint's "s2s" entry) may hold: field -> (check, wording)
+RUN_INFO_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "task": (lambda v: v in TASKS, f"one of {', '.join(TASKS)}"),
+    "src_vocab": (lambda v: _is_count(v, 1), "a whole number >= 1"),
+    "tgt_vocab": (lambda v: _is_count(v, 1), "a whole number >= 1"),
+    "tokenizer_sha256": (_is_sha256_map, "a mapping of tokenizer file name to sha256 (64 hex digits)"),
+    "step": (lambda v: _is_count(v, 0), "a whole number >= 0"),
+    "checkpoint": (lambda v: isinstance(v, str), "a file name"),
+}
+
+
+def check_run_info(info: Mapping[str, Any], where: str) -> None:
+    """Each field of ``info`` that a load reads has the type it must have, or one line naming ``where``
+    and the field (a hand-edited or damaged model.json otherwise fails deep in a comparison).
+
+    Fields it does not know are left alone: the file is written by `s2s train`, not by hand, so an extra
+    field is a newer writer's, not a typo. ``val_*`` fields are validation scores: numbers.
+    """
+    for name, value in info.items():
+        if name in RUN_INFO_FIELDS:
+            ok, want = RUN_INFO_FIELDS[name]
+        elif name.startswith("val_"):
+            ok, want = _is_number, "a number"
+        else:
+            continue
+        if not ok(value):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise CheckpointError(f"{where}: {name} must be {want}; got {shown} ({type(value).__name__})")
+
+
 def check_tokenizer(
     tokenizer: Tokenizer, expected: Mapping[str, Any], tok_where: str, weights_where: str
 ) -> None:
     """The tokenizer must be the one the weights were trained with: same files, hashes and vocab sizes."""
+    check_run_info(expected, weights_where)
     got = tokenizer_sha256(tokenizer)
     want = dict(expected.get("tokenizer_sha256", {}))
     if set(got) != set(want):
@@ -127,29 +177,93 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     """A Lightning ``.ckpt`` or torch ``.pt`` as a dict, loaded with ``weights_only=True``.
 
     Files carrying pickled Python objects (anything but tensors, containers and primitives) are refused
-    before any of their code runs; corrupt or truncated files are a clear error too.
+    before any of their code runs; files torch cannot parse (corrupt, truncated, not a checkpoint) are a
+    different one-line error, so a damaged file is not mistaken for an attack or the reverse.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
-            raise CheckpointError(
-                f"{path} holds pickled Python objects, not only tensors; refusing to load it (it could run "
-                "code): load only checkpoints written by `s2s train`"
-            ) from None
-        raise CheckpointError(
-            f"{path} is corrupt or truncated ({_first_line(e)}); use another checkpoint"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise CheckpointError(
-            f"{path} is corrupt or truncated ({_first_line(e)}); use another checkpoint"
-        ) from None
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:  # unreadable is not corrupt: say why (permissions, I/O)
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    try:
+        with warnings.catch_warnings():
+            # torch warns about a pickle protocol other than 2 before it refuses such a file: the refusal
+            # below is the message, the warning only pushed it off the one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's readers fail on damaged bytes with whatever the byte they stopped at
+        # raises (struct.error, IndexError, KeyError, TypeError, ...): none of it is a bug of ours
+        raise _unloadable(path, e) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path} is not a checkpoint: it holds a {type(ckpt).__name__}, not a dict")
     return ckpt
+
+
+def _unloadable(path: Path, e: Exception) -> CheckpointError:
+    """The one-line error for a checkpoint file ``torch.load`` failed on with ``e``.
+
+    A refused pickle is told apart from damage by what the file holds, not by torch's wording: torch's
+    tensors-only reader raises UnpicklingError both for a class it will not import and for bytes that are
+    no pickle at all (random bytes that happen to start with a pickle opcode).
+    """
+    if isinstance(e, pickle.UnpicklingError) and _pickle_imports(path):
+        return CheckpointError(
+            f"{path} holds pickled Python objects, not only tensors; refusing to load it (it could run "
+            "code): load only checkpoints written by `s2s train`"
+        )
+    return CheckpointError(f"{path} is corrupt or truncated ({_reason(e)}); use another checkpoint")
+
+
+# pickle opcodes that import a class or function by name: the only way a pickle gets code to run
+_IMPORTING_OPCODES = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
+
+
+def _pickle_imports(path: Path) -> bool:
+    """Whether the pickle data of ``path`` parses completely and names something to import: a real
+    pickle (not damaged bytes) that could run code, which is why the tensors-only reader refused it.
+
+    ``pickletools.dis`` checks every opcode, argument, the stack and the memo without building or importing
+    anything. The pickle data is ``data.pkl`` in torch's zip format; in its legacy format the five pickles
+    before the raw tensor bytes (magic number, protocol, system info, the object, its storage keys); in
+    any other file (a plain ``pickle.dump``) the pickle it starts with.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
+                data, count = archive.read(name), 1
+        else:
+            data, count = path.read_bytes(), 5
+        stream, opcodes = io.BytesIO(data), set()
+        for index in range(count):
+            start = stream.tell()
+            pickletools.dis(stream, out=io.StringIO())
+            ops = list(pickletools.genops(data[start : stream.tell()]))
+            opcodes |= {op.name for op, _, _ in ops}
+            if index == 0 and torch.serialization.MAGIC_NUMBER not in [arg for _, arg, _ in ops]:
+                break  # not torch's legacy format (whose first pickle is its magic number): one pickle
+    except Exception:  # whatever the parser stopped at (ValueError, EOFError, a bad zip member, ...)
+        return False
+    return bool(opcodes & _IMPORTING_OPCODES)
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong, for the parenthesis of the corrupt-file error: torch's own words where it has
+    some (without its advice on loading unsafely), else the exception that the damaged bytes raised."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.rsplit("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(e, EOFError):
+        return "the data ends early"
+    if isinstance(e, (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile)) and lines:
+        return lines[0].split(". ")[0]  # the first sentence: torch goes on with paragraphs of advice
+    kind, module = type(e).__name__, type(e).__module__
+    kind = kind if module == "builtins" else f"{module}.{kind}"  # struct.error, not a bare "error"
+    return f"unreadable data: {kind}" + (f": {lines[0]}" if lines else "")
 
 
 def _first_line(e: BaseException) -> str:
@@ -234,6 +348,7 @@ def _read_meta(run: RunDir) -> dict[str, Any]:
         raise CheckpointError(
             f"{run.meta}: unknown format {meta.get('format') if isinstance(meta, dict) else meta!r}"
         )
+    check_run_info(meta, str(run.meta))
     return meta
 
 
@@ -306,6 +421,7 @@ def load_for_inference(
         info = ckpt.get(CKPT_KEY)
         if not isinstance(info, dict):
             raise CheckpointError(f"{weights} was not written by `s2s train` (no {CKPT_KEY!r} entry)")
+        check_run_info(info, f"{weights} ({CKPT_KEY!r} entry)")
         try:
             cfg = config_from_dict(info["config"])
         except (ConfigError, KeyError) as e:
