@@ -98,7 +98,7 @@ def test_train_from_config_then_stats(tmp_path, config):
     assert result.output.splitlines() == [f"wrote {out}/spm.model (unigram, joint)", "vocabulary: 400 pieces"]
     assert Tokenizer.load(out).src_vocab_size == 400
 
-    result = run("data", "stats", "--config", config, "--tokenizer", out)
+    result = run("data", "stats", "-c", config, "--tokenizer", out)  # -c is --config in every command
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[1].split()[:6] == ["split", "pairs", "kept", "short", "long", "ratio"]

@@ -61,6 +61,7 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
     from ..checkpoint import RunDir
     from ..config import load_config
     from ..errors import UserError
+    from ..files import check_output
     from ..training.trainer import train as run_training
 
     log = _log_to_stderr(verbose)
@@ -81,6 +82,7 @@ def train(config_path, overrides, resume, overwrite, verbose, **device_options) 
             sets.append(f"training.{key}={value}")
             labels[sets[-1]] = f"--{option.replace('_', '-')} {value}"
     cfg = load_config(config_path, sets, labels)
+    check_output(cfg.training.out_dir, "training.out_dir", directory=True)
     # our lines (a validation's BLEU) go through tqdm.write, which lifts the progress bars and puts them
     # back below the line; a plain handler wrote into the middle of the validation bar
     with logging_redirect_tqdm(loggers=[log]):

@@ -31,6 +31,8 @@ CASES = [
      "--out {file}/tok: {file} is a file, not a directory; choose another path", ["file"]),
     ("suggest-eval -o under a file", "suggest-eval -m {lm} {text} --bootstrap 2 -o {file}/r.json", None, 1,
      "-o {file}/r.json: {file} is a file, not a directory; choose another path", ["file"]),
+    ("train --out-dir under a file", "train -c {config} --out-dir {file}/run", None, 1,
+     "training.out_dir {file}/run: {file} is a file, not a directory; choose another path", ["file"]),
     # a file where a folder belongs, or the reverse: one line and exit code 1, not a usage error (2)
     ("tokenizer train --out is a file",
      "tokenizer train --input {train} --vocab-size 300 --out {file}", None, 1,
@@ -84,6 +86,7 @@ def paths(built_runs, tmp_path) -> dict[str, Path]:
         "run": built_runs["run"], "lm": built_runs["lm"], "tok": built_runs["run"] / "tokenizer",
         "tmp": tmp_path, "file": file, "bad": bad, "out": out, "text": text, "dir": tmp_path / "d",
         "bad_jsonl": bad_jsonl, "jsonl_config": jsonl_config, "train": fixtures / "train.en",
+        "config": Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml",
     }  # fmt: skip
 
 
