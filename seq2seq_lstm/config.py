@@ -27,6 +27,7 @@ from .errors import ConfigError
 from .files import atomic_write_text
 
 TASKS = ("translation", "lm")
+TASK_NAMES = {"translation": "translation model", "lm": "language model"}  # for messages
 SP_MODEL_TYPES = ("unigram", "bpe")
 DATA_FORMATS = ("auto", "text", "tsv", "jsonl", "parquet")
 CELLS = ("lstm", "peephole", "cifg")

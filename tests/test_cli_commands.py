@@ -256,7 +256,7 @@ def test_translate_prints_one_line_per_input_line(translation_run, tmp_path):
 
 def test_translate_with_a_language_model(lm_run):
     assert error_line(s2s("translate", "--checkpoint", lm_run, input="Hola\n")) == (
-        f"Error: {lm_run} holds a lm model; `s2s translate` needs a translation model "
+        f"Error: {lm_run} holds a language model; `s2s translate` needs a translation model "
         "(use `s2s suggest` for language models)"
     )
 
@@ -278,7 +278,7 @@ def test_shortlist_writes_its_file_and_prints_coverage(translation_run, tmp_path
 
 def test_shortlist_of_a_language_model(lm_run):
     assert error_line(s2s("shortlist", "--checkpoint", lm_run)) == (
-        f"Error: {lm_run} holds a lm model; a shortlist is for translation models"
+        f"Error: {lm_run} holds a language model; a shortlist is for translation models"
     )
 
 

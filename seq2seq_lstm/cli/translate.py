@@ -190,7 +190,7 @@ def translate(
     def work(out: IO[str]) -> None:
         from ..inference.formats import format_translation, input_name, read_blocks, split_prefixes
 
-        n_best, name = translator.generation.n_best, input_name(input_path)
+        n_best, name = translator.options.n_best, input_name(input_path)
         want_attention = fmt == "jsonl" or plot_attention is not None
         for start, lines in read_blocks(input_path, 1 if interactive else BLOCK_LINES, encoding_errors):
             sources, prefixes = split_prefixes(lines, prefix, prefix_tab, name, start)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..config import GenerationConfig
+from ..config import TASK_NAMES, GenerationConfig
 from ..data.tokenizer import Tokenizer
 from ..decoding.ensemble import EnsembleDecoder
 from ..decoding.options import Sampling, SearchOptions
@@ -187,7 +187,7 @@ class Translator:
         def translation_model(path, cfg, first) -> None:
             if cfg.task != "translation":
                 raise CheckpointError(
-                    f"{path} holds a {cfg.task} model; `s2s translate` needs a translation model "
+                    f"{path} holds a {TASK_NAMES[cfg.task]}; `s2s translate` needs a translation model "
                     "(use `s2s suggest` for language models)"
                 )
 
@@ -203,10 +203,6 @@ class Translator:
         }
         generation = dataclasses.replace(cfg.generation, **overrides)  # its checks raise ConfigError
         options = SearchOptions.from_generation(generation, sampling=sampling, **held)
-        if sampling is not None:  # for readers of `generation.n_best` (`s2s translate`'s output format)
-            generation = dataclasses.replace(
-                generation, n_best=options.n_best, beam_size=max(generation.beam_size, options.n_best)
-            )
         shortlist = None
         if generation.shortlist:
             first = paths if isinstance(paths, (str, os.PathLike)) else paths[0]

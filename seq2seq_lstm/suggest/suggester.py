@@ -10,6 +10,7 @@ from os import PathLike
 import torch
 from torch import Tensor
 
+from ..config import TASK_NAMES
 from ..decoding.quantize import convert_weights
 from ..errors import CheckpointError, UserError
 from ..vocab import BOS_ID
@@ -114,7 +115,7 @@ class Suggester:
         def same_task(path, cfg, first) -> None:
             if first is not None and cfg.task != first[1].task:
                 raise CheckpointError(
-                    f"{path} holds a {cfg.task} model but {first[0]} a {first[1].task} model; "
+                    f"{path} holds a {TASK_NAMES[cfg.task]} but {first[0]} a {TASK_NAMES[first[1].task]}; "
                     "the members of an ensemble must be of one kind"
                 )
 

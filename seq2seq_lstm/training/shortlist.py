@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import TASK_NAMES
 from ..decoding.shortlist import Shortlist
 from ..errors import UserError
 
@@ -48,7 +49,7 @@ def build_shortlist(
     run = locate_run(checkpoint)
     cfg = load_run_config(run)
     if cfg.task != "translation":
-        raise UserError(f"{run.root} holds a {cfg.task} model; a shortlist is for translation models")
+        raise UserError(f"{run.root} holds a {TASK_NAMES[cfg.task]}; a shortlist is for translation models")
     tokenizer = Tokenizer.load(run.tokenizer)
     train, _ = load_split(cfg, "train", tokenizer)
     if len(train) > max_pairs:  # a fixed sample: the same shortlist every time

@@ -37,7 +37,7 @@ from ..checkpoint import (
     locate_run,
     model_state_from_checkpoint,
 )
-from ..config import Config, TrainingConfig, load_config, save_config
+from ..config import TASK_NAMES, Config, TrainingConfig, load_config, save_config
 from ..errors import CheckpointError, ConfigError, UserError
 from .checkpoint_io import AtomicCheckpointIO, remove_orphans
 from .interrupt import GracefulStop, interrupted
@@ -434,10 +434,9 @@ def _fine_tuning_source(cfg: Config) -> RunDir:
     except CheckpointError as e:
         raise CheckpointError(f"training.init_from: {e}") from None
     if task != cfg.task:
-        kinds = {"lm": "language model", "translation": "translation model"}
         raise ConfigError(
-            f"training.init_from: {cfg.training.init_from} holds a {kinds[task]} but this config trains a "
-            f"{kinds[cfg.task]}; fine-tune from a run of the same task"
+            f"training.init_from: {cfg.training.init_from} holds a {TASK_NAMES[task]} but this config trains "
+            f"a {TASK_NAMES[cfg.task]}; fine-tune from a run of the same task"
         )
     return source
 
