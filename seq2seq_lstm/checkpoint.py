@@ -230,21 +230,23 @@ def _pickle_imports(path: Path) -> bool:
     before the raw tensor bytes (magic number, protocol, system info, the object, its storage keys); in
     any other file (a plain ``pickle.dump``) the pickle it starts with.
     """
+    opcodes: set[str] = set()
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 name = next(n for n in archive.namelist() if n.rsplit("/", 1)[-1] == "data.pkl")
-                data, count = archive.read(name), 1
+                stream, count = io.BytesIO(archive.read(name)), 1
         else:
-            data, count = path.read_bytes(), 5
-        stream, opcodes = io.BytesIO(data), set()
-        for index in range(count):
-            start = stream.tell()
-            pickletools.dis(stream, out=io.StringIO())
-            ops = list(pickletools.genops(data[start : stream.tell()]))
-            opcodes |= {op.name for op, _, _ in ops}
-            if index == 0 and torch.serialization.MAGIC_NUMBER not in [arg for _, arg, _ in ops]:
-                break  # not torch's legacy format (whose first pickle is its magic number): one pickle
+            stream, count = open(path, "rb"), 5  # read pickle by pickle: a legacy file may be gigabytes
+        with stream:
+            for index in range(count):
+                start = stream.tell()
+                pickletools.dis(stream, out=io.StringIO())
+                stream.seek(start)
+                ops = list(pickletools.genops(stream))  # the same pickle again, now known to be whole
+                opcodes |= {op.name for op, _, _ in ops}
+                if index == 0 and torch.serialization.MAGIC_NUMBER not in [arg for _, arg, _ in ops]:
+                    break  # not torch's legacy format (whose first pickle is its magic number): one pickle
     except Exception:  # whatever the parser stopped at (ValueError, EOFError, a bad zip member, ...)
         return False
     return bool(opcodes & _IMPORTING_OPCODES)
