@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"checkpoint"},  # a run directory: config + tokenizer + weights
     {"decoding"},  # search over any step decoder, ensembles, shortlists, int8 weights
     {"inference", "suggest", "training"},
+    {"serve"},  # HTTP over inference/ and suggest/
     {"cli", "__init__"},
     {"__main__"},  # `python -m seq2seq_lstm`
 ]

@@ -33,6 +33,7 @@ COMMANDS = {
     "bleu": "seq2seq_lstm.cli.evaluate:bleu",
     "suggest": "seq2seq_lstm.cli.suggest:suggest",
     "suggest-eval": "seq2seq_lstm.cli.suggest:suggest_eval",
+    "serve": "seq2seq_lstm.cli.serve:serve",
 }
 
 __all__ = ["COMMANDS", "main", "stdout_is_closed"]
