@@ -103,10 +103,12 @@ def _run(sock, models, limits, api_key, report_align, max_connections, access_lo
 
 
 def _read_api_key(path: str) -> bytes:
+    from pathlib import Path
+
     from ..errors import UserError
 
     try:
-        key = open(path, "rb").read().strip()
+        key = Path(path).read_bytes().strip()
     except OSError as e:
         raise UserError(f"cannot read --api-key-file {path}: {e.strerror or e}") from None
     if not key:

@@ -344,7 +344,24 @@ SUGGEST = [
          setup=both(SRC, removed("{lm}/model.safetensors"), pickle_payload("{lm}/checkpoints/best.ckpt"))),
 ]  # fmt: skip
 
-CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *EVALUATE, *BLEU, *SUGGEST]
+SERVE = [  # each refused before a port opens
+    Case("serve/checkpoint-missing", ("serve", "--checkpoint", "{tmp}/none"),
+         "model {tmp}/none does not exist"),
+    Case("serve/payload", ("serve", "--checkpoint", "{run}/checkpoints/best.ckpt"),
+         f"{{run}}/checkpoints/best.ckpt {REFUSED}", setup=pickle_payload("{run}/checkpoints/best.ckpt")),
+    Case("serve/port-out-of-range", ("serve", "--checkpoint", "{run}", "--port", "70000"),
+         "Invalid value for '--port': 70000 is not in the range 1<=x<=65535", code=2),
+    Case("serve/api-key-file-missing", ("serve", "--checkpoint", "{run}", "--api-key-file", "{tmp}/none"),
+         "--api-key-file {tmp}/none does not exist"),
+    Case("serve/api-key-file-is-a-folder", ("serve", "--checkpoint", "{run}", "--api-key-file", "{tmp}"),
+         "--api-key-file {tmp} is a directory; give a file"),
+    Case("serve/api-key-file-empty", ("serve", "--checkpoint", "{run}", "--api-key-file", "{tmp}/key"),
+         "--api-key-file {tmp}/key is empty", setup=write("{tmp}/key", "\n")),
+    Case("serve/queue-below-request", ("serve", "--checkpoint", "{run}", "--queue-sentences", "8"),
+         "queue_sentences (8) must be >= max_sentences (256)"),
+]  # fmt: skip
+
+CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *EVALUATE, *BLEU, *SUGGEST, *SERVE]
 
 
 def _edit_record(path: Path, **fields: Any) -> None:
