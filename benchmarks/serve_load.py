@@ -1,0 +1,265 @@
+"""Load test of `s2s serve` (and optionally OpenNMT-py's `onmt_server`): closed-loop clients on loopback.
+
+    python benchmarks/serve_load.py --checkpoint runs/ding-en-de                 # starts our server
+    python benchmarks/serve_load.py --url http://127.0.0.1:5000 --checkpoint runs/ding-en-de
+    python benchmarks/serve_load.py --checkpoint runs/ding-en-de --onmt-url http://127.0.0.1:5001
+    python benchmarks/serve_load.py --checkpoint runs/ding-en-de --onmt-launch MODEL.pt --spm SPM
+
+Both servers are spoken to through OpenNMT-py's API (``POST /translator/translate`` with one
+``{"src", "id"}`` per request), so one client serves both. For each client count (``--clients
+1,8,32``) every client sends one Ding test sentence, waits for the answer and sends the next, for
+``--seconds`` or ``--max-requests`` in all, whichever comes first; it prints sentences/s, latency
+p50/p95/p99, errors (any answer but 200), and whether our answers equal `s2s translate`'s on the
+same sentences. ``--faults`` then tries to knock our server over: a burst of requests over the queue
+limit, a 10 MB body, clients that hang up mid-request, malformed bodies; it reports every status seen,
+whether /health still answers, and the server's resident memory before and after (when this script
+started it). Only loopback addresses; every loop is bounded in count and time.
+
+``--onmt-launch MODEL.pt --spm SPM`` starts ``onmt_server`` from ``$ONMT_VENV`` (default
+runs/opennmt-venv, made by benchmarks/opennmt_baseline.sh, which also trains MODEL.pt) with a
+conf.json for that checkpoint, beam 5, and our SentencePiece model on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen | None, path: str = "/health") -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            sys.exit(f"the server at {url} ended with code {process.returncode}")
+        try:
+            if httpx.get(url + path, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.5)
+    sys.exit(f"{url} did not answer {path} within {START_TIMEOUT} s")
+
+
+def start_ours(args: argparse.Namespace) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "seq2seq_lstm", "serve", "--checkpoint", args.checkpoint, "--host",
+           "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
+           *args.serve_args.split()]  # fmt: skip
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process)
+    return url, process
+
+
+def start_onmt(args: argparse.Namespace, work: Path) -> tuple[str, subprocess.Popen]:
+    """OpenNMT-py 3.5.1's server over ``--onmt-launch`` with beam 5, from its own virtualenv."""
+    venv = Path(os.environ.get("ONMT_VENV", ROOT / "runs/opennmt-venv"))
+    model = Path(args.onmt_launch).resolve()
+    conf = {"models_root": str(model.parent), "models": [{
+        "id": 0, "model": model.name, "timeout": -1, "on_timeout": "to_cpu", "load": True,
+        "opt": {"beam_size": 5, "batch_size": 32, "max_length": 250},
+        "tokenizer": {"type": "sentencepiece", "model": str(Path(args.spm).resolve())},
+    }]}  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "conf.json").write_text(json.dumps(conf, indent=1))
+    port = free_port()
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [str(venv / "bin/onmt_server"), "--ip", "127.0.0.1", "--port", str(port), "--model_config",
+           str(work / "conf.json")]  # fmt: skip
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, process, "/translator/health")
+    return url, process
+
+
+# ------------------------------------------------------------------------------------- closed loop
+
+
+def closed_loop(url: str, sentences: list[str], clients: int, seconds: float, max_requests: int) -> dict:
+    """``clients`` threads, each sending one sentence at a time until time or count runs out."""
+    lock, latencies, statuses, answers = threading.Lock(), [], Counter(), {}
+    next_index = iter(range(max_requests))
+    deadline = time.monotonic() + seconds
+
+    def client() -> None:
+        with httpx.Client(base_url=url, timeout=60, trust_env=False) as http:
+            while time.monotonic() < deadline:
+                with lock:
+                    i = next(next_index, None)
+                if i is None:
+                    return
+                src = sentences[i % len(sentences)]
+                start = time.perf_counter()
+                try:
+                    r = http.post("/translator/translate", json=[{"src": src, "id": 0}])
+                    status = r.status_code
+                except httpx.HTTPError as e:
+                    status, r = type(e).__name__, None
+                took = time.perf_counter() - start
+                with lock:
+                    statuses[status] += 1
+                    if status == 200:
+                        latencies.append(took)
+                        answers[src] = r.json()[0][0]["tgt"]
+
+    began = time.monotonic()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    wall = time.monotonic() - began
+    return {"clients": clients, "seconds": round(wall, 1), "sentences_per_s": round(len(latencies) / wall, 1),
+            **percentiles(latencies), "ok": statuses.pop(200, 0), "errors": dict(statuses),
+            "answers": answers}  # fmt: skip
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    if len(latencies) < 2:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {f"p{p}_ms": round(q[p - 1] * 1000, 1) for p in (50, 95, 99)}
+
+
+def reference(checkpoint: str, sentences: list[str], work: Path) -> dict[str, str]:
+    """What `s2s translate` prints for ``sentences`` (one process, its default batching)."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "src.txt").write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "seq2seq_lstm", "translate", "--checkpoint", checkpoint, "--input",
+                    str(work / "src.txt"), "--output", str(work / "hyp.txt")], check=True)  # fmt: skip
+    hyps = (work / "hyp.txt").read_text(encoding="utf-8").splitlines()
+    return dict(zip(sentences, hyps, strict=True))
+
+
+# ----------------------------------------------------------------------------------------- faults
+
+
+def faults(url: str, sentences: list[str], burst: int) -> dict:
+    """Try to knock the server over; every request must get a proper status and it must keep serving."""
+    out = {}
+    body = [{"src": s, "id": 0} for s in sentences[:64]]
+    limits = httpx.Limits(max_connections=128)
+    with ThreadPoolExecutor(128) as pool, httpx.Client(base_url=url, timeout=60, trust_env=False,
+                                                        limits=limits) as http:  # fmt: skip
+        sent = pool.map(lambda _: _status(http, "/translator/translate", body), range(burst))
+        out["burst"] = dict(Counter(sent))
+        out["body_10MB"] = _status(http, "/v1/translate", {"text": ["x" * (10 << 20)]})
+        out["malformed"] = dict(Counter(_status(http, "/translator/translate", raw) for raw in MALFORMED))
+    out["hang_ups"] = hang_ups(url, 50)
+    out["health_after"] = httpx.get(url + "/health", timeout=10, trust_env=False).status_code
+    out["still_translates"] = _status(httpx.Client(base_url=url, trust_env=False), "/translator/translate",
+                                      [{"src": sentences[0], "id": 0}])  # fmt: skip
+    return out
+
+
+MALFORMED = [b"", b"{", b"[1, 2]", b'{"src": "x"}', b'[{"src": 3}]', b'[{"id": 0}]', b"[]", b"\xff\xfe",
+             b'[{"src": "x", "id": "zero"}]', b"null", b'"just a string"', b"[" * 10000]  # fmt: skip
+
+
+def _status(http: httpx.Client, path: str, body) -> int | str:
+    try:
+        content = body if isinstance(body, bytes) else json.dumps(body)
+        return http.post(path, content=content).status_code
+    except httpx.HTTPError as e:
+        return type(e).__name__
+
+
+def hang_ups(url: str, count: int) -> str:
+    """``count`` clients that send half a request, or a whole one, and close the connection."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps([{"src": "Hello world.", "id": 0}] * 8).encode()
+    for i in range(count):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            head = b"POST /translator/translate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+            s.sendall(head + (body[: len(body) // 2] if i % 2 else body))
+    return f"{count} sent"
+
+
+def rss_kib(process: subprocess.Popen | None) -> dict[str, int] | None:
+    if process is None:
+        return None
+    fields = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+    return {k: int(v.split()[0]) for k, v in (f.split(":", 1) for f in fields) if k in ("VmRSS", "VmHWM")}
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> None:
+    sentences = Path(args.source).read_text(encoding="utf-8").splitlines()
+    work = Path(args.work)
+    servers: dict[str, tuple[str, subprocess.Popen | None]] = {}
+    if args.url or args.checkpoint:
+        servers["s2s serve"] = (args.url, None) if args.url else start_ours(args)
+    if args.onmt_url:
+        servers["onmt_server"] = (args.onmt_url, None)
+    elif args.onmt_launch:
+        servers["onmt_server"] = start_onmt(args, work / "onmt")
+    try:
+        for name, (url, process) in servers.items():
+            for clients in args.clients:
+                result = closed_loop(url, sentences, clients, args.seconds, args.max_requests)
+                answers = result.pop("answers")
+                if name == "s2s serve" and args.checkpoint:
+                    expected = reference(args.checkpoint, sorted(answers), work / "reference")
+                    same = sum(answers[s] == expected[s] for s in answers)
+                    result["equal_to_s2s_translate"] = f"{same}/{len(answers)}"
+                print(json.dumps({"server": name, **result}), flush=True)
+            if args.faults and name == "s2s serve":
+                before = rss_kib(process)
+                result = {"faults": faults(url, sentences, args.burst), "rss_kib_before": before}
+                print(json.dumps({"server": name, **result, "rss_kib_after": rss_kib(process)}), flush=True)
+    finally:
+        for _, process in servers.values():
+            if process is not None:
+                process.terminate()
+                process.wait(60)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", help="our run directory: starts `s2s serve` on it (unless --url)")
+    p.add_argument("--url", help="an `s2s serve` already running (loopback)")
+    p.add_argument("--onmt-url", help="an onmt_server already running (loopback)")
+    p.add_argument("--onmt-launch", metavar="MODEL_PT", help="start onmt_server on this OpenNMT-py model")
+    p.add_argument("--spm", help="SentencePiece model for --onmt-launch (RUN/tokenizer/spm.model)")
+    p.add_argument("--source", default=str(ROOT / "data/ding-en-de/test.en"), help="sentences, one a line")
+    p.add_argument("--clients", default="1,8,32", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--seconds", type=float, default=20.0, help="per client count")
+    p.add_argument("--max-requests", type=int, default=100_000, help="per client count")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each server")
+    p.add_argument("--serve-args", default="", help="more `s2s serve` options, e.g. '--dtype int8'")
+    p.add_argument("--faults", action="store_true", help="then try to knock our server over")
+    p.add_argument("--burst", type=int, default=1000, help="requests of 64 sentences in the burst")
+    p.add_argument("--work", default=str(ROOT / "runs/serve-load"), help="scratch directory")
+    args = p.parse_args()
+    for url in (args.url, args.onmt_url):
+        if url and not url.startswith(("http://127.0.0.1:", "http://localhost:", "http://[::1]:")):
+            p.error(f"{url}: only loopback addresses")
+    if args.onmt_launch and not args.spm:
+        p.error("--onmt-launch needs --spm")
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
