@@ -110,10 +110,10 @@ def train(
     with run_lock(run.root) if rank == 0 else contextlib.nullcontext(), _quiet_datasets():
         fresh = _fresh_run(run, made) if not resume and rank == 0 else None
         with _removed_on_failure(run, fresh, trained):
-            resumed = resume_point(run, verbose=rank == 0) if resume else None
             if rank == 0:
                 for orphan in remove_orphans(run.checkpoints):
                     logger.debug("removed %s, left by a process killed while saving", orphan)
+            resumed = resume_point(run, verbose=rank == 0) if resume else None
             if not resume and run.last_ckpt.exists() and not overwrite:
                 raise UserError(
                     f"{run.root} already holds a training run ({run.last_ckpt}); pass --resume to continue "
