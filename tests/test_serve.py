@@ -211,6 +211,18 @@ def test_opennmt_translate_equals_translator_and_reports_alignments(server, tran
     assert all("align" not in o for o in rank)  # not asked for (--report-align)
 
 
+def test_opennmt_alignments_with_report_align(runs, tmp_path, translator):
+    with serving(tmp_path, runs["mt"], args=("--report-align",)) as s:
+        response = s.post("/translator/translate", [{"src": line, "id": 0} for line in LINES[:3]])
+    assert response.status_code == 200, response.text
+    best = [hyps[0] for hyps in translator.translate_full(LINES[:3])]
+    for out, h in zip(response.json()[0], best, strict=True):
+        pairs = sorted((s, t) for t, s in enumerate(h.alignment))  # Pharaoh src-tgt, by source then target
+        assert out["align"] == [" ".join(f"{s}-{t}" for s, t in pairs)]
+        scores = [float(x.split("-")[1]) for x in out["align_score"][0].split()]
+        assert len(scores) == len(h.tokens) and all(0 < x <= 1 for x in scores)
+
+
 def test_opennmt_unknown_model_and_mixed_ids(server):
     unknown = server.post("/translator/translate", [{"src": "Hi.", "id": 7}])
     assert (unknown.status_code, unknown.json()) == (

@@ -81,7 +81,8 @@ def create_app(
     app = FastAPI(title="seq2seq-lstm", lifespan=lifespan, responses={422: {"model": ErrorBody}})
     app.state.models, app.state.limits = list(models), limits
     _add_error_handlers(app)
-    _add_routes(app, report_align)
+    _add_onmt_routes(app, report_align)
+    _add_native_routes(app)
     app.add_middleware(GuardMiddleware, max_body=limits.max_body_bytes, api_key=api_key)
     return app
 
@@ -89,7 +90,8 @@ def create_app(
 # ------------------------------------------------------------------------------------------ routes
 
 
-def _add_routes(app: FastAPI, report_align: bool) -> None:
+def _add_onmt_routes(app: FastAPI, report_align: bool) -> None:
+    """OpenNMT-py's routes, and /health."""
     models: list[ServedModel] = app.state.models
     limits: Limits = app.state.limits
 
@@ -123,6 +125,11 @@ def _add_routes(app: FastAPI, report_align: bool) -> None:
         pairs = list(zip(lines, results, strict=True))
         return [[_onmt_output(line, hyps, k, n_best, report_align) for line, hyps in pairs]
                 for k in range(n_best)]  # fmt: skip
+
+
+def _add_native_routes(app: FastAPI) -> None:
+    models: list[ServedModel] = app.state.models
+    limits: Limits = app.state.limits
 
     @app.post("/v1/translate", response_model=TranslateResponse, response_model_exclude_none=True)
     async def translate(request: Request, body: TranslateRequest) -> dict:
