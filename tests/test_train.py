@@ -6,6 +6,8 @@ import csv
 import logging
 import os
 import random
+import re
+import signal
 import subprocess
 import sys
 import warnings
@@ -22,6 +24,7 @@ from seq2seq_lstm.config import load_config
 from seq2seq_lstm.decoding.options import SearchOptions
 from seq2seq_lstm.decoding.search import greedy_search
 from seq2seq_lstm.errors import CheckpointError, ConfigError, UserError
+from seq2seq_lstm.training.interrupt import TrainingInterrupted
 from seq2seq_lstm.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,6 +388,88 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     ckpt = load_checkpoint_file(last)
     assert ckpt["global_step"] == 4  # saved by the validation at step 4, not overwritten since
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
+class SignalAt(L.Callback):
+    """Sends this process a signal during a step: SIGINT as a user pressing Ctrl-C would, SIGTERM as
+    `kill`, `docker stop` or a batch system would."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize(("signum", "name"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_or_sigterm_finishes_the_step_saves_it_and_says_how_to_continue(tmp_path, signum, name):
+    # SIGTERM used to end the run at once with exit code 0, nothing saved since the last validation
+    run = RunDir(tmp_path / "run")
+    cfg = tiny_config(run.root, "training.max_steps=20", "training.val_every_steps=10")
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(cfg, callbacks=[SignalAt(3, signum)])  # during the 4th step: it is finished, then saved
+    assert str(e.value) == (
+        f"stopped by {name}: step 4 is saved in {run.last_ckpt}; continue with: s2s train --resume "
+        f"--out-dir {run.root}"
+    )
+    assert load_checkpoint_file(run.last_ckpt)["global_step"] == 4
+    assert run.weights.is_file()  # the best weights so far are exported
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # put back
+    assert train(tiny_config(run.root, "training.max_steps=6"), resume=True).steps == 6
+
+
+def test_progress_lines_give_the_steps_of_the_budget_and_the_time_left(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        train(tiny_config(tmp_path / "run", "training.max_steps=4", "training.val_every_steps=2"))
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("step ") and "so far" in r.getMessage()
+    ]
+    assert len(lines) == 2
+    assert re.fullmatch(r"step 2/4: 0:\d\d so far, about 0:\d\d left", lines[0]), lines
+    assert re.fullmatch(r"step 4/4: 0:\d\d so far", lines[1]), lines  # nothing left to estimate
+
+
+class StopAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        trainer.should_stop = trainer.should_stop or trainer.global_step >= self.step
+
+
+def test_a_step_budget_that_max_time_would_cut_short_is_announced_early(tmp_path, caplog):
+    # 100,000 steps cannot fit in a minute: said after 20 timed steps, not found out at the end
+    sets = ("training.max_steps=100000", "training.max_time=1", "training.val_every_steps=1000")
+    with caplog.at_level(logging.WARNING):
+        train(tiny_config(tmp_path / "run", *sets), callbacks=[StopAt(21)])
+    lines = [r.getMessage() for r in caplog.records if "training.max_time stops" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"at \d+\.\d\d s a step the 99980 steps still to do need about [\d:]+, but training\.max_time stops "
+        r"the run in 0:\d\d: it will end with fewer steps unless training\.max_time is raised",
+        lines[0],
+    ), lines
+
+
+def test_time_left_is_the_steps_to_do_times_the_mean_step_capped_by_max_time():
+    from seq2seq_lstm.training.progress import clock, seconds_left
+
+    assert seconds_left(300, 1200, 0.2, None) == pytest.approx(180.0)  # 900 steps of 0.2 s
+    assert seconds_left(300, 1200, 0.2, 60.0) == 60.0  # max_time ends it first
+    assert seconds_left(300, None, 0.2, 60.0) == 60.0  # no step budget: only the cap says
+    assert seconds_left(0, 1200, None, None) is None  # no step timed yet
+    assert [clock(s) for s in (0, 75, 3725)] == ["0:00", "1:15", "1:02:05"]
+
+
+def test_the_main_job_is_budgeted_in_steps_with_time_only_as_a_safety_cap():
+    # a time budget gave 161 steps and BLEU 0.8 on a busy machine where a quiet one did 1,190 steps
+    t = load_config(ROOT / "configs" / "quickstart.yaml").training
+    assert t.max_steps == 1200 and t.max_epochs == -1
+    assert t.max_time >= 20  # minutes: several times what the steps take on 2 cores
 
 
 def test_cli_train_prints_bleu_and_where_the_model_is(tmp_path):

@@ -1,9 +1,11 @@
-"""Ctrl-C during training: finish the step, save it, stop; a second Ctrl-C stops at once.
+"""Ctrl-C (or SIGTERM) during training: finish the step, save it, stop; a second Ctrl-C stops at once.
 
 A KeyboardInterrupt raised inside a step can land between two parameters' updates, and nothing saved
 then would be a state the run ever had. So the first Ctrl-C only asks: the run stops after the step
 under way, as it does at ``max_time`` (a validation if one is configured, and ``last.ckpt``), and then
-says which step is saved and the command that continues it.
+says which step is saved and the command that continues it. SIGTERM (``kill``, ``docker stop``, a batch
+system's time limit) is the same request: on its own, Lightning ends the run at the next step with exit
+code 0 and nothing saved since the last validation.
 """
 
 from __future__ import annotations
@@ -30,32 +32,33 @@ class TrainingInterrupted(UserError):
 
 
 class GracefulStop(Callback):
-    """Turns the first SIGINT into ``trainer.should_stop`` at the next step boundary."""
+    """Turns the first SIGINT or SIGTERM into ``trainer.should_stop`` at the next step boundary."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.requested: str | None = None  # what asked to stop: "Ctrl-C" or "SIGTERM"
         self._step: int | None = None  # the global step at the last batch end
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[None]:
-        """Catch SIGINT during the block. Only the main thread can (Python runs handlers there), and a
-        process started with SIGINT ignored (a background job of a script) keeps ignoring it."""
-        on_main = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGINT) if on_main else signal.SIG_IGN
-        if previous == signal.SIG_IGN:
-            yield
-            return
+        """Catch SIGINT and SIGTERM during the block. Only the main thread can (Python runs handlers
+        there), and a signal the process was started with ignored (SIGINT in a script's background job)
+        stays ignored. Lightning adds its own SIGTERM handler to this one while it fits."""
 
         def handle(signum: int, frame: Any) -> None:
-            if self.requested:
-                raise KeyboardInterrupt  # the second: Lightning's own handling stops at once
-            self.requested = True
+            if self.requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # the second Ctrl-C: Lightning's own handling stops at once
+            self.requested = self.requested or ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM")
 
-        signal.signal(signal.SIGINT, handle)
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if on_main else {}
+        caught = [s for s, handler in previous.items() if handler != signal.SIG_IGN]
+        for s in caught:
+            signal.signal(s, handle)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s in caught:
+                signal.signal(s, previous[s])
 
     def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
         self._step = trainer.global_step
@@ -71,12 +74,13 @@ class GracefulStop(Callback):
             # every rank must stop after the same step, or the others wait forever in the next collective
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
         if stop and not trainer.should_stop:
-            self.requested = True
+            self.requested = self.requested or "Ctrl-C"  # another rank's signal
             trainer.should_stop = True  # runs before the checkpoint callbacks, which then save this step
             if trainer.is_global_zero:
                 logger.warning(
-                    "Ctrl-C: stopping after step %d and saving it (Ctrl-C again stops at once, keeping the "
+                    "%s: stopping after step %d and saving it (Ctrl-C again stops at once, keeping the "
                     "last saved step)",
+                    self.requested,
                     trainer.global_step,
                 )
 
@@ -86,15 +90,17 @@ def resume_command(out_dir: Path) -> str:
     return f"s2s train --resume --out-dir {shlex.quote(str(out_dir))}"
 
 
-def interrupted(out_dir: Path, last_ckpt: Path, saved_step: int | None, step: int) -> TrainingInterrupted:
-    """The one line for a run stopped by Ctrl-C after ``step`` steps, ``saved_step`` being the step
-    ``last_ckpt`` holds (None: no checkpoint of the run exists)."""
+def interrupted(
+    by: str, out_dir: Path, last_ckpt: Path, saved_step: int | None, step: int
+) -> TrainingInterrupted:
+    """The one line for a run stopped ``by`` Ctrl-C or SIGTERM after ``step`` steps, ``saved_step``
+    being the step ``last_ckpt`` holds (None: no checkpoint of the run exists)."""
     if saved_step is None:
         return TrainingInterrupted(
-            f"stopped by Ctrl-C at step {step}, before any checkpoint was saved; run the same command "
+            f"stopped by {by} at step {step}, before any checkpoint was saved; run the same command "
             "again to start over"
         )
     command = resume_command(out_dir)
     return TrainingInterrupted(
-        f"stopped by Ctrl-C: step {saved_step} is saved in {last_ckpt}; continue with: {command}"
+        f"stopped by {by}: step {saved_step} is saved in {last_ckpt}; continue with: {command}"
     )

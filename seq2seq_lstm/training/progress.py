@@ -16,6 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, Timer, TQDMProgressBar
 
 logger = logging.getLogger(__name__)
+CAP_CHECK_STEPS = 20  # steps timed before the step budget is checked against training.max_time
 
 
 def clock(seconds: float) -> str:
@@ -56,16 +57,40 @@ class StepClock(Callback):
         if self._start is None:
             self._start = (time.perf_counter(), trainer.global_step)
 
+    def _mean_step(self, trainer: L.Trainer) -> float | None:
+        if self._start is None or trainer.global_step <= self._start[1]:
+            return None
+        return (time.perf_counter() - self._start[0]) / (trainer.global_step - self._start[1])
+
+    def _cap_left(self, trainer: L.Trainer) -> float | None:
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        return timer.time_remaining("train") if timer is not None else None
+
     def status(self, trainer: L.Trainer) -> tuple[str, str | None]:
         """("300/1200", "3:05") for the bar: steps done of the budget, time left (None: no estimate yet)."""
         done, total = trainer.global_step, total_steps(trainer)
-        mean = None
-        if self._start is not None and done > self._start[1]:
-            mean = (time.perf_counter() - self._start[0]) / (done - self._start[1])
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
-        cap_left = timer.time_remaining("train") if timer is not None else None
-        left = None if total is not None and done >= total else seconds_left(done, total, mean, cap_left)
+        left = None
+        if total is None or done < total:
+            left = seconds_left(done, total, self._mean_step(trainer), self._cap_left(trainer))
         return (f"{done}/{total}" if total else str(done)), (None if left is None else clock(left))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # once, when a few steps are timed: a machine too slow or busy for the step budget within
+        # max_time would end with fewer steps and a weaker model; say so while there is time to act
+        if self._start is None or trainer.global_step != self._start[1] + CAP_CHECK_STEPS:
+            return
+        total, mean, cap_left = total_steps(trainer), self._mean_step(trainer), self._cap_left(trainer)
+        if total is None or mean is None or cap_left is None or not trainer.is_global_zero:
+            return
+        needed = max(total - trainer.global_step, 0) * mean
+        if needed > cap_left:
+            logger.warning(
+                "at %.2f s a step the %d steps still to do need about %s, but training.max_time stops the "
+                "run in %s: it will end with fewer steps unless training.max_time is raised",
+                mean, total - trainer.global_step, clock(needed), clock(cap_left),
+            )  # fmt: skip
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or self._start is None:

@@ -25,6 +25,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..checkpoint import (
     CKPT_KEY,
@@ -172,10 +173,12 @@ def _fit(
         try:
             with stop.installed():
                 trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except SystemExit:  # Lightning's answer to a second Ctrl-C
-            if stop.requested and trainer.is_global_zero:
-                raise _interrupted(trainer, RunDir(cfg.training.out_dir), resumed) from None
-            raise
+        except SystemExit as e:  # Lightning's answer to SIGTERM, and to a second Ctrl-C
+            if not (stop.requested and trainer.is_global_zero):
+                raise
+            if isinstance(e, SIGTERMException):
+                return False  # after the step GracefulStop saved: finish as after a first Ctrl-C
+            raise _interrupted(trainer, RunDir(cfg.training.out_dir), resumed) from None
         # Validations come every val_every_steps (and at a max_time stop); a run that ends at
         # max_steps or at its last epoch between two of them would export a model up to
         # val_every_steps - 1 steps old. Score the final state too (after fit: a validation inside
@@ -225,13 +228,14 @@ def _callback(trainer: L.Trainer, kind: type[T]) -> T:
 
 def _interrupted(trainer: L.Trainer, run: RunDir, resumed: tuple[Path, int] | None) -> UserError:
     """What a Ctrl-C left: the step last.ckpt holds from this process, else the checkpoint resumed from."""
+    by = _callback(trainer, GracefulStop).requested or "Ctrl-C"
     io = trainer.strategy.checkpoint_io
     saved = io.saved_step(run.last_ckpt) if isinstance(io, AtomicCheckpointIO) else None
     if saved is not None:
-        return interrupted(run.root, run.last_ckpt, saved, trainer.global_step)
+        return interrupted(by, run.root, run.last_ckpt, saved, trainer.global_step)
     if resumed is not None:
-        return interrupted(run.root, resumed[0], resumed[1], trainer.global_step)
-    return interrupted(run.root, run.last_ckpt, None, trainer.global_step)
+        return interrupted(by, run.root, resumed[0], resumed[1], trainer.global_step)
+    return interrupted(by, run.root, run.last_ckpt, None, trainer.global_step)
 
 
 @contextlib.contextmanager
