@@ -87,7 +87,7 @@ def test_help_lists_every_command_in_order():
     listed = re.findall(r"^  (\S+)  ", out.split("Commands:\n")[1], flags=re.MULTILINE)
     assert listed == list(COMMANDS) == [
         "tokenizer", "data", "train", "translate", "shortlist", "evaluate", "bleu", "suggest", "suggest-eval",
-        "serve",
+        "serve", "plot", "runs",
     ]  # fmt: skip
 
 

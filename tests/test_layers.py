@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"config"},
     {"model", "data", "scoring"},  # networks; text to batches; sacreBLEU scores
     {"checkpoint"},  # a run directory: config + tokenizer + weights
+    {"runs"},  # reading run directories: curves, their pictures, listings (below training, which plots)
     {"decoding"},  # search over any step decoder, ensembles, shortlists, int8 weights
     {"inference", "suggest", "training"},
     {"serve"},  # HTTP over inference/ and suggest/

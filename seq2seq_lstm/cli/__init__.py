@@ -34,6 +34,8 @@ COMMANDS = {
     "suggest": "seq2seq_lstm.cli.suggest:suggest",
     "suggest-eval": "seq2seq_lstm.cli.suggest:suggest_eval",
     "serve": "seq2seq_lstm.cli.serve:serve",
+    "plot": "seq2seq_lstm.cli.plot:plot",
+    "runs": "seq2seq_lstm.cli.runs:runs",
 }
 
 __all__ = ["COMMANDS", "main", "stdout_is_closed"]

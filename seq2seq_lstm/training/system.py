@@ -10,7 +10,8 @@ BLEU (decoded sentences scored with sacrebleu); ``LanguageModelSystem`` wraps a
   own tokens and DDP averages the gradients, which is exactly gradient accumulation over the same
   batches: ``devices=W`` equals ``accumulate=W`` on one process.
 * logs: per-token training loss, perplexity (exp of the per-token NLL *without* smoothing), learning
-  rate, gradient norm and source+target tokens per second; validation per-token NLL and perplexity.
+  rate, gradient norm and source+target tokens per second; validation per-token NLL and perplexity;
+  with both, where training stands (optimizer steps, seconds and target tokens since it began).
 * divergence guard: a non-finite loss or gradient norm stops training *before* the optimizer step with
   one line naming the step and the last good checkpoint, which is therefore never overwritten by a NaN
   state.
@@ -144,6 +145,8 @@ class Seq2SeqSystem(L.LightningModule):
         self.tokenizer = tokenizer
         self._last_time: float | None = None  # when the previous training step started (tokens/s)
         self._last_tokens = 0
+        self._started: float | None = None  # when this launch began training (the "time" column)
+        self._tokens_seen: Tensor | int = 0  # target tokens trained on in this launch, all processes
         self._pending_rng: dict[str, Any] | None = None  # restored before the first step after a resume
         self._pending_plateau: float | None = None  # a validation score the resumed scheduler has not seen
         self._fresh_monitor = False  # a validation result the plateau scheduler has not seen yet
@@ -181,6 +184,9 @@ class Seq2SeqSystem(L.LightningModule):
                 self.lr_scheduler_step(scheduler, torch.tensor(self._pending_plateau))
             self._pending_plateau = None
 
+    def on_train_start(self) -> None:
+        self._started = time.perf_counter()
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         smoothing = self.cfg.training.label_smoothing
         loss_sum, nll, tokens = self._token_losses(batch, smoothing, need_nll=self._is_log_step())
@@ -202,6 +208,7 @@ class Seq2SeqSystem(L.LightningModule):
         self._last_time, self._last_tokens = now, n_tokens
         loss = stats[0] / stats[1].clamp(min=1)
         self.log("loss", loss, prog_bar=True, on_step=True, logger=False)
+        self._tokens_seen = self._tokens_seen + stats[1]
         if self._is_log_step() and nll is not None:
             # perplexity needs the NLL without smoothing (on the CPU the loss computes both in one pass)
             if self.trainer.world_size > 1:
@@ -210,6 +217,15 @@ class Seq2SeqSystem(L.LightningModule):
             self.log("train_loss", loss, on_step=True)
             self.log("train_ppl", torch.exp(per_token.clamp(max=50)), on_step=True)
             self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+            self._log_position(self.trainer.global_step + 1)  # this step's loss: counted as done
+
+    def _log_position(self, steps: int) -> None:
+        """Where training stands, for curves over steps, wall time or tokens (`s2s plot`): Lightning's
+        own ``step`` column is off by one at validations after ``fit``, and it logs no time."""
+        if self._started is not None:  # not in a sanity check or a validation outside training
+            self.log("steps", float(steps))
+            self.log("time", time.perf_counter() - self._started)
+            self.log("tokens", float(self._tokens_seen))
 
     def _is_log_step(self) -> bool:
         connector = getattr(self.trainer, "_logger_connector", None)
@@ -280,6 +296,7 @@ class Seq2SeqSystem(L.LightningModule):
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name == self.monitor, sync_dist=False, rank_zero_only=False)
         self.val_metrics = {k: float(v) for k, v in metrics.items()}
+        self._log_position(self.trainer.global_step)
         self._last_time = None  # validation time is not training throughput
         if not self.trainer.sanity_checking:
             self._fresh_monitor = True

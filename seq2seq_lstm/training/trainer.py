@@ -199,14 +199,16 @@ def _finish(
     cfg: Config, run: RunDir, trainer: L.Trainer, system: Any, final_val: bool,
     resumed: tuple[Path, int] | None, seconds: float,
 ) -> TrainSummary:  # fmt: skip
-    """Export the best weights (and the shortlist the config decodes with); an interrupted run then
-    stops with the line that says how to continue it."""
+    """Export the best weights (and the shortlist the config decodes with) and draw the curves into the
+    run directory; an interrupted run then stops with the line that says how to continue it."""
     summary_info = _export_best(trainer, system, run, final_val) if trainer.is_global_zero else {}
     if trainer.is_global_zero and cfg.task == "translation" and cfg.generation.shortlist:
         from .shortlist import build_shortlist
 
         # the config decodes with a shortlist: build it now, or `s2s translate` on the run would stop
         logger.info("%s", build_shortlist(run.root))
+    if trainer.is_global_zero and cfg.training.logger == "csv":
+        _plot_curves(run)
     if _callback(trainer, GracefulStop).requested and trainer.is_global_zero:
         raise _interrupted(trainer, run, resumed)
     return TrainSummary(
@@ -220,6 +222,16 @@ def _finish(
         is_global_zero=trainer.is_global_zero,
         seconds=seconds,
     )
+
+
+def _plot_curves(run: RunDir) -> None:
+    """The run's curves as a PNG in its directory: something to look at, never a reason to fail."""
+    try:
+        from ..runs.plot import write_run_curves
+
+        logger.info("curves: %s", write_run_curves(run.root))
+    except Exception as e:  # noqa: BLE001 (a picture must not lose a finished training)
+        logger.warning("the curves of %s were not plotted: %s", run.root, e)
 
 
 def _callback(trainer: L.Trainer, kind: type[T]) -> T:
@@ -562,7 +574,8 @@ def _logger(cfg: Config, run: RunDir) -> Any:
             import tensorboard  # noqa: F401
         except ImportError:
             raise ConfigError(
-                "training.logger=tensorboard needs `pip install tensorboard`; or use csv"
+                'training.logger=tensorboard needs TensorBoard: pip install "seq2seq-lstm[tensorboard]"; '
+                "or use csv"
             ) from None
         return TensorBoardLogger(run.root, name="logs")
     return False

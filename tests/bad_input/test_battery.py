@@ -361,7 +361,43 @@ SERVE = [  # each refused before a port opens
          "queue_sentences (8) must be >= max_sentences (256)"),
 ]  # fmt: skip
 
-CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *EVALUATE, *BLEU, *SUGGEST, *SERVE]
+CSV = "{tmp}/metrics.csv"
+GOOD_CSV = write(CSV, "epoch,step,train_loss\n0,0,4.2\n0,1,4.1\n")  # as Lightning logged before time
+
+PLOT = [
+    Case("plot/run-missing", ("plot", "{tmp}/none", "--output", "{tmp}/c.png"),
+         "RUN {tmp}/none does not exist"),
+    Case("plot/run-without-logs", ("plot", "{run}", "--output", "{tmp}/c.png"),
+         "{run}: no metrics.csv under {run}/logs; give a run directory of `s2s train`"),
+    Case("plot/csv-not-a-number", ("plot", CSV, "--output", "{tmp}/c.png"),
+         "{tmp}/metrics.csv line 3: train_loss is 'x', not a number",
+         setup=write(CSV, "epoch,step,train_loss\n0,0,4.2\n0,1,x\n")),
+    Case("plot/csv-short-row", ("plot", CSV, "--output", "{tmp}/c.png"),
+         "{tmp}/metrics.csv line 2: 2 fields where the header has 3",
+         setup=write(CSV, "epoch,step,train_loss\n0,0\n")),
+    Case("plot/csv-empty", ("plot", CSV, "--output", "{tmp}/c.png"),
+         "{tmp}/metrics.csv: empty; not a metrics.csv", setup=write(CSV, "")),
+    Case("plot/csv-invalid-utf8", ("plot", CSV, "--output", "{tmp}/c.png"),
+         "{tmp}/metrics.csv line 2: invalid UTF-8 (byte 0xff at column 5)",
+         setup=write(CSV, b"epoch,step,train_loss\n0,0,\xff\n")),
+    Case("plot/unknown-metric", ("plot", CSV, "--metrics", "train_loss,bleu", "--output", "{tmp}/c.png"),
+         "--metrics: unknown metric 'bleu'; choose from train_loss,", setup=GOOD_CSV),
+    Case("plot/no-time-column", ("plot", CSV, "--x", "time", "--output", "{tmp}/c.png"),
+         "{tmp}/metrics.csv: no time column", setup=GOOD_CSV),
+    Case("plot/output-is-a-folder", ("plot", CSV, "--output", "{tmp}"),
+         "--output {tmp} is a directory; give a file", setup=GOOD_CSV),
+    Case("plot/output-kept-on-bad-csv", ("plot", CSV, "--output", "{tmp}/c.png"), "{tmp}/metrics.csv line 2:",
+         setup=both(write(CSV, "epoch,step,train_loss\n0,zero,4.2\n"), write("{tmp}/c.png", b"older")),
+         unchanged=("{tmp}/c.png",)),
+]  # fmt: skip
+
+RUNS = [
+    Case("runs/dir-missing", ("runs", "{tmp}/none"), "DIR {tmp}/none does not exist"),
+    Case("runs/dir-is-a-file", ("runs", "{tmp}/notes.txt"), "DIR {tmp}/notes.txt is a file; give a directory",
+         setup=write("{tmp}/notes.txt", "notes\n")),
+]  # fmt: skip
+
+CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *EVALUATE, *BLEU, *SUGGEST, *SERVE, *PLOT, *RUNS]
 
 
 def _edit_record(path: Path, **fields: Any) -> None:
