@@ -69,7 +69,7 @@ class GracefulStop(Callback):
         if trainer.global_step == self._step:
             return  # inside a gradient accumulation: no optimizer step to stop after yet
         self._step = trainer.global_step
-        stop = self.requested
+        stop = self.requested is not None
         if trainer.world_size > 1:
             # every rank must stop after the same step, or the others wait forever in the next collective
             stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
