@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .config import TASKS, Config, config_from_dict, load_config
 from .data.tokenizer import Tokenizer
-from .errors import CheckpointError, ConfigError, UserError
+from .errors import CheckpointError, ConfigError, UnsafeCheckpointError, UserError
 from .files import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1  # of model.json and of the "s2s" entry in Lightning checkpoints
@@ -210,7 +210,7 @@ def _unloadable(path: Path, e: Exception) -> CheckpointError:
     no pickle at all (random bytes that happen to start with a pickle opcode).
     """
     if isinstance(e, pickle.UnpicklingError) and _pickle_imports(path):
-        return CheckpointError(
+        return UnsafeCheckpointError(
             f"{path} holds pickled Python objects, not only tensors; refusing to load it (it could run "
             "code): load only checkpoints written by `s2s train`"
         )

@@ -16,3 +16,7 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, corrupt, unsafe, or does not match the config or tokenizer."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint holds pickled Python objects that could run code: refused, never worked around."""

@@ -21,7 +21,7 @@ from ..checkpoint import (
     model_state_from_checkpoint,
 )
 from ..config import Config, load_config
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,9 @@ def resume_point(run: RunDir, verbose: bool = True) -> tuple[Path, int]:
     for path in [run.last_ckpt, *_checkpoints(run)]:
         try:
             ckpt = load_checkpoint_file(path)
+        except UnsafeCheckpointError:
+            raise  # a pickle payload is tampering, not damage: stop and say so, never work around it
         except CheckpointError as e:
-            if "refusing to load" in str(e):
-                raise  # a pickle payload is tampering, not damage: stop and say so, never work around it
             problem = problem or str(e)
             continue
         missing = [key for key in TRAINING_STATE if key not in ckpt]
