@@ -70,6 +70,10 @@ class LazyGroup(click.Group):
             except OSError as e:
                 exit_misopened(e)
 
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        with one_line_errors():  # the group's own options too (`s2s --bogus`)
+            return super().make_context(info_name, args, parent, **extra)
+
     def resolve_command(self, ctx: click.Context, args: list[str]):
         name, command, rest = super().resolve_command(ctx, args)
         if name in ALWAYS_PRINT and stdout_is_closed():

@@ -130,6 +130,16 @@ def one_line_errors() -> Iterator[None]:
     except UserError as e:
         # user mistakes get one line and exit code 1; tracebacks are for our bugs only
         raise click.ClickException(str(e)) from None
+    except click.UsageError as e:
+        # click's own three lines (usage, hint, error) and exit code 2 become the same one line as the
+        # rest, with the command whose --help explains the options
+        # named as the user types it (`python -m seq2seq_lstm` and test runners call the group otherwise)
+        names, ctx = [], e.ctx
+        while ctx is not None and ctx.parent is not None:
+            names.insert(0, ctx.info_name)
+            ctx = ctx.parent
+        where = f"; see '{' '.join(['s2s', *names])} --help'"
+        raise click.ClickException(e.format_message().rstrip(".") + where) from None
     except OSError as e:
         # the machine refused a read or write (full disk, no permission, read-only place): not a bug
         if e.errno not in IO_ERRORS:

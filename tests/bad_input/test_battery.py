@@ -298,6 +298,10 @@ SHORTLIST = [
 ]  # fmt: skip
 
 EVALUATE = [
+    Case("evaluate/unknown-metric", ("evaluate", "{tmp}/hyp.txt", "{tmp}/ref.txt", "--metrics", "rouge"),
+         "'rouge' is not one of bleu, chrf, ter; see 's2s evaluate --help'", setup=HYP_REF),
+    Case("evaluate/unknown-option", ("evaluate", "{tmp}/hyp.txt", "{tmp}/ref.txt", "--bogus"),
+         "No such option '--bogus'; see 's2s evaluate --help'", setup=HYP_REF),
     Case("evaluate/hyp-missing", ("evaluate", "{tmp}/none.txt", "{tmp}/ref.txt"), "{tmp}/none.txt",
          setup=HYP_REF),
     Case("evaluate/significance-without-baseline", ("evaluate", "{tmp}/hyp.txt", "{tmp}/ref.txt",
@@ -350,7 +354,7 @@ SERVE = [  # each refused before a port opens
     Case("serve/payload", ("serve", "--checkpoint", "{run}/checkpoints/best.ckpt"),
          f"{{run}}/checkpoints/best.ckpt {REFUSED}", setup=pickle_payload("{run}/checkpoints/best.ckpt")),
     Case("serve/port-out-of-range", ("serve", "--checkpoint", "{run}", "--port", "70000"),
-         "Invalid value for '--port': 70000 is not in the range 1<=x<=65535", code=2),
+         "Invalid value for '--port': 70000 is not in the range 1<=x<=65535; see 's2s serve --help'"),
     Case("serve/api-key-file-missing", ("serve", "--checkpoint", "{run}", "--api-key-file", "{tmp}/none"),
          "--api-key-file {tmp}/none does not exist"),
     Case("serve/api-key-file-is-a-folder", ("serve", "--checkpoint", "{run}", "--api-key-file", "{tmp}"),
