@@ -1,7 +1,7 @@
 """A run's training curves, read from the CSV logs that `s2s train` writes.
 
-    curves = read_curves("runs/quickstart")
-    curves.series["val_bleu"].best()        # (step, time, tokens, value) of the best validation
+    bleu = read_curves("runs/quickstart").series["val_bleu"]
+    i = bleu.best()                          # the best validation: bleu.step[i], bleu.value[i]
 
 Lightning's CSV logger writes one ``logs/version_N/metrics.csv`` per launch (a ``--resume`` opens the
 next version). Training rows hold ``train_loss``, ``train_ppl``, ``lr``, ``grad_norm`` and ``tok_s``;

@@ -117,7 +117,7 @@ def _panel(
     info = METRICS[metric]
     ax.set_title(info.title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    drawn = False
+    bests = []
     for run, color in zip(runs, colors, strict=True):
         series = run.series.get(metric)
         if series is None:
@@ -128,12 +128,15 @@ def _panel(
         best = series.best()
         if best is not None:
             ax.plot([xs[best]], [ys[best]], BEST_MARKER, color=color, markersize=12, markeredgecolor="black")
-            ax.annotate(f"{ys[best]:.4g}", (xs[best], ys[best]), textcoords="offset points", xytext=(4, 6),
-                        fontsize=8, color=color)  # fmt: skip
-        drawn = True
-    if not drawn:
+            bests.append((xs[best], ys[best], color))
+    if not ax.lines:
         ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes)
         return
+    left, right = ax.get_xlim()
+    for bx, by, color in bests:  # the value beside its star, on the side with room for it
+        late = bx > left + 0.75 * (right - left)
+        ax.annotate(f"{by:.4g}", (bx, by), textcoords="offset points", xytext=(-6 if late else 6, 6),
+                    ha="right" if late else "left", fontsize=8, color=color)  # fmt: skip
     values = [v for r in runs if metric in r.series for v in r.series[metric].value if math.isfinite(v)]
     if info.log_scale and values and min(values) > 0 and max(values) >= LOG_SPAN * min(values):
         from matplotlib.ticker import LogFormatter
