@@ -376,37 +376,8 @@ class SuggestSession:
                         _add(words, hyp.text, hyp.logp + node[3])
                 if depth == steps:
                     break
-                # 2. pieces each hypothesis may take next (phase, and consistency with the typed letters),
-                # scored for the hypotheses that share the same allowed pieces at once
-                groups: dict[tuple[str, str], list[int]] = {}
-                for h, hyp in enumerate(hyps):
-                    groups.setdefault((hyp.phase, partial[len(hyp.text) :]), []).append(h)
-                cands: list[tuple[float, int, int]] = []  # (log-prob, hypothesis, piece)
-                for (phase, rest), members in groups.items():
-                    allowed = table.allowed_after(phase, rest, exact)
-                    if not allowed.id_list:
-                        continue
-                    if len(members) == 1:  # the common case: no stacking, a scalar offset
-                        lp = nodes[members[0]][0].index_select(0, allowed.ids).unsqueeze(0)  # (1, N)
-                        lp += hyps[members[0]].logp
-                    else:
-                        stacked = torch.stack([nodes[h][0] for h in members])  # (G, V)
-                        lp = stacked.index_select(1, allowed.ids)  # (G, N)
-                        lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
-                    if allowed.close_mask is not None:  # pieces that end the word inside themselves are words
-                        for g, row in enumerate(lp[:, allowed.close_at].tolist()):
-                            for n, value in zip(allowed.close_at, row, strict=True):
-                                word = hyps[members[g]].text + table.leads[allowed.id_list[n]]
-                                if not exact or word == partial:
-                                    _add(words, word, value)
-                        lp.masked_fill_(allowed.close_mask, -math.inf)
-                    top, flat = lp.view(-1).topk(min(s.beam, lp.numel()))
-                    n_ids = len(allowed.id_list)
-                    cands += [
-                        (t, members[f // n_ids], allowed.id_list[f % n_ids])
-                        for t, f in zip(top.tolist(), flat.tolist(), strict=True)
-                        if t > -math.inf
-                    ]
+                # 2. pieces each hypothesis may take next, words that close inside a piece added on the way
+                cands = self._candidates(hyps, nodes, partial, exact, words)
                 kept = sorted(cands, reverse=True)[: s.beam]
                 # 3. drop the hypotheses that cannot bring a new word into the top k (a word is at most
                 # as probable as any prefix of its pieces); none left: stop
@@ -426,6 +397,47 @@ class SuggestSession:
                     for t, h, v in kept
                 ]
         return words
+
+    def _candidates(
+        self, hyps: list[_Hyp], nodes: list, partial: str, exact: bool, words: dict[str, float]
+    ) -> list[tuple[float, int, int]]:
+        """(log-prob, hypothesis, piece) of the ``beam`` best extensions of each group of hypotheses.
+
+        Hypotheses that share the same allowed pieces (phase, and the typed letters still to match)
+        are scored at once; pieces that end the word inside themselves are words, added to ``words``
+        and never extended.
+        """
+        s, table = self.s, self.s.table
+        groups: dict[tuple[str, str], list[int]] = {}
+        for h, hyp in enumerate(hyps):
+            groups.setdefault((hyp.phase, partial[len(hyp.text) :]), []).append(h)
+        cands: list[tuple[float, int, int]] = []
+        for (phase, rest), members in groups.items():
+            allowed = table.allowed_after(phase, rest, exact)
+            if not allowed.id_list:
+                continue
+            if len(members) == 1:  # the common case: no stacking, a scalar offset
+                lp = nodes[members[0]][0].index_select(0, allowed.ids).unsqueeze(0)  # (1, N)
+                lp += hyps[members[0]].logp
+            else:
+                stacked = torch.stack([nodes[h][0] for h in members])  # (G, V)
+                lp = stacked.index_select(1, allowed.ids)  # (G, N)
+                lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
+            if allowed.close_mask is not None:  # pieces that end the word inside themselves are words
+                for g, row in enumerate(lp[:, allowed.close_at].tolist()):
+                    for n, value in zip(allowed.close_at, row, strict=True):
+                        word = hyps[members[g]].text + table.leads[allowed.id_list[n]]
+                        if not exact or word == partial:
+                            _add(words, word, value)
+                lp.masked_fill_(allowed.close_mask, -math.inf)
+            top, flat = lp.view(-1).topk(min(s.beam, lp.numel()))
+            n_ids = len(allowed.id_list)
+            cands += [
+                (t, members[f // n_ids], allowed.id_list[f % n_ids])
+                for t, f in zip(top.tolist(), flat.tolist(), strict=True)
+                if t > -math.inf
+            ]
+        return cands
 
 
 def _add(words: dict[str, float], word: str, logp: float) -> None:
