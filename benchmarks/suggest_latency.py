@@ -21,9 +21,9 @@ more keystrokes to compute when they come.
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
 The weight types are those of ``s2s suggest --dtype``
-(:func:`seq2seq_lstm.decoding.quantize.convert_weights`):
-bfloat16 converts every weight; int8 quantizes the decoder's cells, output layers and embedding
-(dynamic int8: a step is bound by reading the weights, and int8 reads a quarter of fp32's bytes).
+(:func:`seq2seq_lstm.decoding.quantize.convert_weights`): bfloat16 converts every weight; int8
+quantizes the decoder's cells, output layers and embedding (dynamic int8: a step is bound by reading
+the weights, and int8 reads a quarter of fp32's bytes).
 """
 
 from __future__ import annotations

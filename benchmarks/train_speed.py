@@ -1,9 +1,8 @@
 """Training throughput of the reference model, against the CPU's GEMM peak and OpenNMT-py.
 
 Trains the reference config (2x512 LSTMs, embeddings 256, general attention, input feeding, batches of
-64 sentences) through the real ``s2s train`` path (``seq2seq_lstm.training.trainer.train``) for a fixed
-number of
-steps and prints:
+64 sentences) through the real ``s2s train`` path (``seq2seq_lstm.training.trainer.train``) for a
+fixed number of steps and prints:
 
 * source + target tokens per second (source pieces without BOS/EOS plus target pieces with EOS, as
   OpenNMT-py counts them), median over the timed steps, and peak resident memory;

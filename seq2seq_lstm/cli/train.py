@@ -1,5 +1,6 @@
-"""``s2s train``: train a model from a YAML config
-(a thin layer over :func:`seq2seq_lstm.training.trainer.train`)."""
+"""``s2s train``: train a model from a YAML config.
+
+A thin layer over :func:`seq2seq_lstm.training.trainer.train`."""
 
 from __future__ import annotations
 

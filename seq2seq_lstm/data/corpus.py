@@ -1,6 +1,20 @@
 """Reading corpora from local files: text pairs, TSV, JSONL, parquet, embedded samples.
 
-One clear line per bad file."""
+Formats (``data.format: auto`` picks by extension; see :data:`FORMAT_BY_SUFFIX`):
+
+* ``text``: a prefix ``PATH`` naming two aligned files ``PATH.{src_lang}`` and ``PATH.{tgt_lang}``;
+* ``tsv``: a header row naming the language columns, one pair per row, no quoting (``.tsv``, ``.tsv.gz``);
+* ``jsonl``: ``{"translation": {"en": ..., "de": ...}}`` (or the language keys at top level) per line;
+* ``parquet``: language columns, or a ``translation`` struct column;
+* ``embedded:NAME/SPLIT``: ``seq2seq_lstm/corpora/NAME/SPLIT.tsv.gz`` shipped inside the package.
+
+Monolingual text (language models) is one sentence per line; a TSV/JSONL/parquet/embedded corpus can
+serve as well, and then its ``data.tgt_lang`` side is read (the LM is the target-side decoder).
+
+Text-like files are read and checked by our own readers (line counts, UTF-8, fields) so that a bad
+file gives one clear line naming the file and line; ``datasets`` then stores the rows as Arrow in its
+cache, keyed by the files' size and modification time, and caches tokenization by fingerprint.
+"""
 
 from __future__ import annotations
 
