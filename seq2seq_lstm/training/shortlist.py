@@ -12,6 +12,7 @@ import torch
 from ..config import TASK_NAMES
 from ..decoding.shortlist import Shortlist
 from ..errors import UserError
+from ..files import check_output
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ def build_shortlist(
     cfg = load_run_config(run)
     if cfg.task != "translation":
         raise UserError(f"{run.root} holds a {TASK_NAMES[cfg.task]}; a shortlist is for translation models")
+    check_output(run.shortlist, "the shortlist file")  # before IBM Model 1's minutes, not after them
     tokenizer = Tokenizer.load(run.tokenizer)
     train, _ = load_split(cfg, "train", tokenizer)
     if len(train) > max_pairs:  # a fixed sample: the same shortlist every time

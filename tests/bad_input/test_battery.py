@@ -295,6 +295,9 @@ SHORTLIST = [
     Case("shortlist/config-missing", ("shortlist", "--checkpoint", "{run}"), "{run}/config.yaml is missing",
          setup=removed("{run}/config.yaml"), unchanged=("{run}/model.safetensors",)),
     Case("shortlist/no-model-in-dir", ("shortlist", "--checkpoint", "{tmp}"), "{tmp} holds no model"),
+    Case("shortlist/output-is-a-folder", ("shortlist", "--checkpoint", "{run}"),
+         "the shortlist file {run}/shortlist.safetensors is a directory",
+         setup=lambda at: (at.run / "shortlist.safetensors").mkdir()),
 ]  # fmt: skip
 
 EVALUATE = [
