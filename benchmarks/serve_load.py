@@ -63,7 +63,7 @@ def wait_ready(url: str, process: subprocess.Popen | None, path: str = "/health"
 def start_ours(args: argparse.Namespace) -> tuple[str, subprocess.Popen]:
     port = free_port()
     cmd = [sys.executable, "-m", "seq2seq_lstm", "serve", "--checkpoint", args.checkpoint, "--host",
-           "127.0.0.1", "--port", str(port), "--threads", str(args.threads),
+           "127.0.0.1", "--port", str(port), "--threads", str(args.threads), "--dtype", args.dtype,
            *args.serve_args.split()]  # fmt: skip
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -154,12 +154,16 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     return {f"p{p}_ms": round(q[p - 1] * 1000, 1) for p in (50, 95, 99)}
 
 
-def reference(checkpoint: str, sentences: list[str], work: Path) -> dict[str, str]:
-    """What `s2s translate` prints for ``sentences`` (one process, its default batching)."""
+def reference(checkpoint: str, sentences: list[str], work: Path, dtype: str) -> dict[str, str]:
+    """What `s2s translate` prints for ``sentences`` (one process, its default batching).
+
+    Same weight type as the server: int8 rounds differently from float32, so their outputs differ.
+    """
     work.mkdir(parents=True, exist_ok=True)
     (work / "src.txt").write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
     subprocess.run([sys.executable, "-m", "seq2seq_lstm", "translate", "--checkpoint", checkpoint, "--input",
-                    str(work / "src.txt"), "--output", str(work / "hyp.txt")], check=True)  # fmt: skip
+                    str(work / "src.txt"), "--output", str(work / "hyp.txt"), "--dtype", dtype],
+                   check=True)  # fmt: skip
     hyps = (work / "hyp.txt").read_text(encoding="utf-8").splitlines()
     return dict(zip(sentences, hyps, strict=True))
 
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> None:
                 result = closed_loop(url, sentences, clients, args.seconds, args.max_requests)
                 answers = result.pop("answers")
                 if name == "s2s serve" and args.checkpoint:
-                    expected = reference(args.checkpoint, sorted(answers), work / "reference")
+                    expected = reference(args.checkpoint, sorted(answers), work / "reference", args.dtype)
                     same = sum(answers[s] == expected[s] for s in answers)
                     result["equal_to_s2s_translate"] = f"{same}/{len(answers)}"
                 print(json.dumps({"server": name, **result}), flush=True)
@@ -261,7 +265,13 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="per client count")
     p.add_argument("--max-requests", type=int, default=100_000, help="per client count")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each server")
-    p.add_argument("--serve-args", default="", help="more `s2s serve` options, e.g. '--dtype int8'")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "int8"),
+        help="our weight type, for the server and the `s2s translate` it is compared with",
+    )
+    p.add_argument("--serve-args", default="", help="more `s2s serve` options, e.g. '--batch-wait-ms 0'")
     p.add_argument("--faults", action="store_true", help="then try to knock our server over")
     p.add_argument("--burst", type=int, default=1000, help="requests of 64 sentences in the burst")
     p.add_argument("--work", default=str(ROOT / "runs/serve-load"), help="scratch directory")
