@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_results import ok, one_error_line
 from click.testing import CliRunner
 from test_translate import make_run
 
@@ -35,20 +36,6 @@ LM_DATA = [f"data.train={TINY / 'train.es'}", f"data.valid={TINY / 'valid.es'}",
 
 def s2s(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input, prog_name="s2s")
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def error_line(result) -> str:
-    """The one line a failing command prints: exit code 1, no traceback, nothing else."""
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +133,7 @@ def test_tokenizer_train_a_language_model_tokenizer_from_the_config(tmp_path):
 def test_tokenizer_train_refuses_three_inputs(tmp_path):
     result = s2s("tokenizer", "train", *(arg for f in ("train.en", "train.es", "valid.en")
                  for arg in ("--input", TINY / f)), "--out", tmp_path / "tok")  # fmt: skip
-    assert error_line(result) == (
+    assert one_error_line(result) == (
         "Error: --input takes one file (one language or LM) or two (source, target); got 3"
     )
     assert not (tmp_path / "tok").exists()
@@ -166,7 +153,7 @@ def test_tokenizer_encode_then_decode_from_stdin_keeps_every_line(lm_run):
 
 
 def test_tokenizer_encode_without_a_tokenizer(tmp_path):
-    assert error_line(s2s("tokenizer", "encode", "--model", tmp_path, input="hola\n")) == (
+    assert one_error_line(s2s("tokenizer", "encode", "--model", tmp_path, input="hola\n")) == (
         f"Error: no tokenizer in {tmp_path}: expected spm.model, or src.model and tgt.model; "
         "train one with `s2s tokenizer train --out DIR`"
     )
@@ -174,7 +161,7 @@ def test_tokenizer_encode_without_a_tokenizer(tmp_path):
 
 def test_tokenizer_decode_refuses_the_id_one_past_the_vocabulary(lm_run):
     # ids run from 0 to 119 in a 120-piece vocabulary
-    assert error_line(
+    assert one_error_line(
         s2s("tokenizer", "decode", "--model", lm_run / "tokenizer", "--ids", input="5 120\n")
     ) == (
         "Error: <stdin> line 1: '120' is not a piece id of this tokenizer (0 to 119); "
@@ -200,7 +187,7 @@ def test_data_stats_of_a_language_model_corpus_has_one_pieces_column(lm_run):
 
 
 def test_data_stats_without_a_corpus(lm_run):
-    assert error_line(s2s("data", "stats", "--tokenizer", lm_run / "tokenizer")) == (
+    assert one_error_line(s2s("data", "stats", "--tokenizer", lm_run / "tokenizer")) == (
         "Error: no corpus configured; set data.train (and data.valid, data.test)"
     )
 
@@ -237,7 +224,7 @@ def test_train_a_language_model_prints_steps_perplexity_and_the_model(lm_trainin
     ],
 )  # fmt: skip
 def test_train_refuses_contradicting_or_missing_options_before_writing(tmp_path, args, message):
-    assert error_line(s2s("train", *args, "--out-dir", tmp_path / "run")) == f"Error: {message}"
+    assert one_error_line(s2s("train", *args, "--out-dir", tmp_path / "run")) == f"Error: {message}"
     assert not (tmp_path / "run").exists()
 
 
@@ -256,7 +243,7 @@ def test_translate_prints_one_line_per_input_line(translation_run, tmp_path):
 
 
 def test_translate_with_a_language_model(lm_run):
-    assert error_line(s2s("translate", "--checkpoint", lm_run, input="Hola\n")) == (
+    assert one_error_line(s2s("translate", "--checkpoint", lm_run, input="Hola\n")) == (
         f"Error: {lm_run} holds a language model; `s2s translate` needs a translation model "
         "(use `s2s suggest` for language models)"
     )
@@ -278,7 +265,7 @@ def test_shortlist_writes_its_file_and_prints_coverage(translation_run, tmp_path
 
 
 def test_shortlist_of_a_language_model(lm_run):
-    assert error_line(s2s("shortlist", "--checkpoint", lm_run)) == (
+    assert one_error_line(s2s("shortlist", "--checkpoint", lm_run)) == (
         f"Error: {lm_run} holds a language model; a shortlist is for translation models"
     )
 
@@ -304,7 +291,7 @@ def test_evaluate_a_perfect_hypothesis_scores_100_100_and_0(texts):
 
 def test_evaluate_reads_only_the_hypothesis_from_stdin(texts):
     assert (
-        error_line(s2s("evaluate", "hyp.txt", "-", input="x\n"))
+        one_error_line(s2s("evaluate", "hyp.txt", "-", input="x\n"))
         == "Error: only HYP may be - (standard input)"
     )
 
@@ -320,7 +307,7 @@ def test_bleu_prints_sacrebleus_line_with_precisions_a_person_can_count(texts):
 
 
 def test_bleu_of_files_of_different_lengths(texts):
-    assert error_line(s2s("bleu", "hyp.txt", "ref.txt")) == (
+    assert one_error_line(s2s("bleu", "hyp.txt", "ref.txt")) == (
         "Error: hypothesis file 'hyp.txt' has 1 line but reference file 'ref.txt' has 2 lines; "
         "each file needs one line per sentence"
     )
@@ -342,7 +329,7 @@ def test_suggest_prints_the_top_words_as_text_and_json(lm_run):
 
 
 def test_suggest_with_a_translation_model_needs_the_source(translation_run):
-    line = error_line(s2s("suggest", "--checkpoint", translation_run, "El "))
+    line = one_error_line(s2s("suggest", "--checkpoint", translation_run, "El "))
     assert line.startswith(
         "Error: a translation model suggests words of a translation: give the source sentence"
     )
@@ -362,5 +349,5 @@ def test_suggest_eval_counts_every_word_of_the_file(lm_run, tmp_path):
 def test_suggest_eval_of_a_file_that_is_not_utf8(lm_run, tmp_path):
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("Hola\ncaf\xe9 con leche\n".encode("latin-1"))
-    line = error_line(s2s("suggest-eval", "--checkpoint", lm_run, bad))
+    line = one_error_line(s2s("suggest-eval", "--checkpoint", lm_run, bad))
     assert line.startswith(f"Error: {bad} line 2: ") and "0xe9" in line

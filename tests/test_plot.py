@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from cli_results import ok, one_error_line
 from click.testing import CliRunner
 
 from seq2seq_lstm.cli import main
@@ -28,19 +29,6 @@ TRAIN_SETS = ("training.val_every_steps=5", "training.log_every_steps=1", "train
 
 def s2s(*args):
     return CliRunner().invoke(main, [str(a) for a in args], prog_name="s2s")
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def tiny_runs(tmp_path_factory) -> dict[str, Path]:
@@ -239,28 +227,29 @@ HEADER = "epoch,lr,step,steps,time,tokens,train_loss"
 def test_a_malformed_csv_is_one_line_naming_file_and_line(tmp_path, text, message):
     csv = tmp_path / "metrics.csv"
     csv.write_bytes(text if isinstance(text, bytes) else text.encode())
-    assert error_line(s2s("plot", csv, "-o", tmp_path / "c.png")) == "Error: " + message.format(csv=csv)
+    assert one_error_line(s2s("plot", csv, "-o", tmp_path / "c.png")) == "Error: " + message.format(csv=csv)
     assert not (tmp_path / "c.png").exists()
 
 
 def test_a_run_without_logs_and_a_missing_run_are_one_line(tmp_path):
-    assert error_line(s2s("plot", tmp_path / "none")) == f"Error: RUN {tmp_path / 'none'} does not exist"
-    assert error_line(s2s("plot", tmp_path, "-o", tmp_path / "c.png")) == (
+    assert one_error_line(s2s("plot", tmp_path / "none")) == f"Error: RUN {tmp_path / 'none'} does not exist"
+    assert one_error_line(s2s("plot", tmp_path, "-o", tmp_path / "c.png")) == (
         f"Error: {tmp_path}: no metrics.csv under {tmp_path / 'logs'}; give a run directory of `s2s train`"
     )
     (tmp_path / "logs").mkdir()
-    assert "(a run trained with training.logger=tensorboard or none has none)" in error_line(
+    assert "(a run trained with training.logger=tensorboard or none has none)" in one_error_line(
         s2s("plot", tmp_path, "-o", tmp_path / "c.png")
     )
 
 
 def test_unknown_metrics_and_a_log_without_time_are_refused(runs, tmp_path):
-    assert error_line(s2s("plot", runs["a"], "--metrics", "train_loss,bleu", "-o", tmp_path / "c.png")) == (
+    result = s2s("plot", runs["a"], "--metrics", "train_loss,bleu", "-o", tmp_path / "c.png")
+    assert one_error_line(result) == (
         f"Error: --metrics: unknown metric 'bleu'; choose from {', '.join(METRICS)}"
     )
     old = tmp_path / "metrics.csv"  # as Lightning wrote it before `s2s train` logged time and tokens
     old.write_text("epoch,step,train_loss\n0,0,4.2\n0,1,4.1\n")
     assert read_curves(old).series["train_loss"].step == (1, 2)
-    assert error_line(s2s("plot", old, "--x", "time", "-o", tmp_path / "c.png")) == (
+    assert one_error_line(s2s("plot", old, "--x", "time", "-o", tmp_path / "c.png")) == (
         f"Error: {old}: no time column (a log written before `s2s train` recorded it); use --x step"
     )

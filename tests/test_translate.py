@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_results import one_error_line
 from click.testing import CliRunner
 
 from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
@@ -294,14 +295,6 @@ def test_a_chunked_line_joins_its_chunks_and_aligns_to_the_whole_source(run_dir,
 
 def invoke(*args, input=None):
     return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_cli_reads_stdin_and_writes_a_file_atomically(run_dir, lines, tmp_path):
