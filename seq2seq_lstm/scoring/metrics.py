@@ -16,15 +16,14 @@ from sacrebleu.tokenizers.tokenizer_spm import SPM_MODELS
 from sacrebleu.utils import SACREBLEU_DIR
 
 from ..errors import UserError
-from ..files import decode_lines
+from ..files import STDIN, decode_lines
 
 log = logging.getLogger(__name__)
 
-STDIN = "-"  # a path of "-" reads standard input
 
 # sacreBLEU's own defaults, repeated here only where its CLI (not its API) sets them
 DEFAULT_WIDTH = 1  # decimal places (sacreBLEU's --width)
-# sacreBLEU bounds none of these; we do, so that a typo cannot run for hours or exhaust memory
+# sacreBLEU bounds none of this; we do, so that a typo cannot run for hours or exhaust memory
 MAX_CHRF_ORDER = 100  # chrF counts every n-gram order up to this, for each sentence
 
 
