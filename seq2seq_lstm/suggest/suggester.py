@@ -14,6 +14,7 @@ from ..config import TASK_NAMES
 from ..decoding.quantize import convert_weights
 from ..errors import CheckpointError, UserError
 from ..vocab import BOS_ID
+from .adapt import Adapter, CommitTracker
 from .pieces import PieceTable
 from .words import GLUED, WORD, Typed, clean_word, parse_typed
 
@@ -124,9 +125,11 @@ class Suggester:
         model = models[0] if len(models) == 1 else EnsembleDecoder(models)
         return cls.from_config(model, tokenizer, cfg)
 
-    def session(self, source: str | None = None) -> SuggestSession:
-        """A session for one text being typed (with ``source``: its translation, for a translation model)."""
-        return SuggestSession(self, source)
+    def session(self, source: str | None = None, adapter: Adapter | None = None) -> SuggestSession:
+        """A session for one text being typed (with ``source``: its translation, for a translation model);
+        with ``adapter`` (:mod:`~seq2seq_lstm.suggest.adapt`) its suggestions adapt to the text committed
+        in it and in earlier sessions of the same adapter."""
+        return SuggestSession(self, source, adapter)
 
     def suggest(self, text: str, k: int | None = None, source: str | None = None) -> list[Suggestion]:
         """Top-k next words (or completions of the word being typed) for ``text``, from a fresh session."""
@@ -155,33 +158,64 @@ class SuggestSession:
     one): it works out the answers for the keystrokes most likely to come next, so that when one of
     them comes, :meth:`suggest` only looks its answer up. Results equal those of a fresh
     :meth:`Suggester.suggest` of the whole text, up to float rounding of differently sized batches.
+
+    With an ``adapter`` (:mod:`~seq2seq_lstm.suggest.adapt`), every word of the text finished by a
+    boundary is committed to it once, before the keystroke is answered, and the answer is the
+    adapter's rescoring of the words the beam found; :meth:`finish` commits the rest of a text. An
+    adapter that changes weights makes the session drop its cached steps whenever its version grows.
     """
 
-    def __init__(self, suggester: Suggester, source: str | None = None) -> None:
+    def __init__(
+        self, suggester: Suggester, source: str | None = None, adapter: Adapter | None = None
+    ) -> None:
         self.s = suggester
-        model = suggester.model
+        self.adapter = adapter
+        self._tracker = CommitTracker()
+        if suggester.task == "translation":
+            if source is None or not source.strip():
+                raise UserError(
+                    "a translation model suggests words of a translation: give the source sentence"
+                )
+            self._src_ids = suggester.tokenizer.encode_src([clean_word(source)])[0][: suggester.max_source]
+        elif source is not None:
+            raise UserError("this checkpoint is a language model; --source needs a translation model")
+        self._anchor: tuple[int, ...] = ()  # context of the last text asked for: its nodes survive eviction
+        self._should_stop = None  # while prefetching: says whether a keystroke is waiting
+        self._start()
+
+    def _start(self) -> None:
+        """Step BOS with the model of the adapter's current version; forget every cached step and answer."""
+        self.model = self.s.model if self.adapter is None else self.adapter.model(self.s.model)
+        self._version = None if self.adapter is None else self.adapter.version
         with torch.inference_mode():
-            if suggester.task == "translation":
-                if source is None or not source.strip():
-                    raise UserError(
-                        "a translation model suggests words of a translation: give the source sentence"
-                    )
-                src_ids = suggester.tokenizer.encode_src([clean_word(source)])[0][: suggester.max_source]
-                src = torch.tensor([src_ids], dtype=torch.long)  # (1, S)
-                state = model.start(src, torch.tensor([len(src_ids)], dtype=torch.long))
+            if self.s.task == "translation":
+                src = torch.tensor([self._src_ids], dtype=torch.long)  # (1, S)
+                state = self.model.start(src, torch.tensor([len(self._src_ids)], dtype=torch.long))
             else:
-                if source is not None:
-                    raise UserError("this checkpoint is a language model; --source needs a translation model")
-                state = model.start(1)
-            log_probs, state, _ = model.step(torch.tensor([BOS_ID]), state)
+                state = self.model.start(1)
+            log_probs, state, _ = self.model.step(torch.tensor([BOS_ID]), state)
         # piece sequence after BOS (the context window, then the pieces of a word) -> its node
         self._nodes: dict[tuple[int, ...], _Node] = {
             (): (log_probs[0], state, 0, self._boundary_mass(log_probs)[0])
         }
-        self._anchor: tuple[int, ...] = ()  # context of the last text asked for: its nodes survive eviction
         # (context, partial word, join, k, beam settings) -> (the top k, every word the beam found)
         self._answers: dict[tuple, tuple[list[Suggestion], dict[str, float]]] = {}
-        self._should_stop = None  # while prefetching: says whether a keystroke is waiting
+
+    def _sync(self) -> None:
+        """Re-start when the adapter's weights changed since the cached steps were computed."""
+        if self.adapter is not None and self.adapter.version != self._version:
+            self._start()
+
+    def _commit(self, text: str, final: bool) -> None:
+        if self.adapter is None:
+            return
+        stretch, start = self._tracker.stretch(text, final)
+        if stretch or final:
+            self.adapter.commit(stretch, start=start, end=final)
+
+    def finish(self, text: str) -> None:
+        """The user is done with ``text`` (sent, or the field left): commit all of it to the adapter."""
+        self._commit(text, final=True)
 
     # -------------------------------------------------------------------------------------- context
 
@@ -221,11 +255,18 @@ class SuggestSession:
     def suggest(self, text: str, k: int | None = None) -> list[Suggestion]:
         """Top-k words for the text typed so far, most probable first (empty when none fits)."""
         k = self.s.k if k is None else k
+        self._commit(text, final=False)
+        self._sync()
         parsed = self._typed(text)
         if parsed is None or k < 1:
             return []
         self._anchor = parsed[1]
-        return self._answer(*parsed, k)[0]
+        top, words = self._answer(*parsed, k)
+        if self.adapter is None:
+            return top
+        adapted = self.adapter.rescore(parsed[0], words)
+        ranked = sorted(adapted.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return [Suggestion(w, p) for w, p in ranked]
 
     def prefetch(self, text: str, chars: int = 16, should_stop=None) -> int:
         """Work out the answers for the keystrokes likely to follow ``text``; returns how many.
@@ -238,6 +279,7 @@ class SuggestSession:
         sequences. Fewer ``chars`` work less and miss more; ``benchmarks/suggest_latency.py --prefetch
         N [--gap-ms G]`` measures the trade (figures in benchmarks/RESULTS.md).
         """
+        self._sync()
         parsed = self._typed(text)
         if parsed is None:
             return 0
@@ -291,14 +333,19 @@ class SuggestSession:
         """log P(the next word after ``text`` is ``word``), summed over the segmentations the beam finds.
 
         ``text`` is what precedes the word (ending in a space, punctuation, or empty); -inf when the
-        beam finds no way to spell the word.
+        beam finds no way to spell the word. With an adapter, the adapted probability (nothing is
+        committed: ``text`` is only read).
         """
+        self._sync()
         parsed = self._typed(text + word)
         if parsed is None or parsed[0].partial != word or not word:
             return -math.inf
         typed, ids = parsed
         self._anchor = ids
-        p = self._words(ids, word, typed.join, 1, exact=True).get(word, 0.0)
+        words = self._words(ids, word, typed.join, 1, exact=True)
+        if self.adapter is not None:
+            words = self.adapter.rescore(typed, words)
+        p = words.get(word, 0.0)
         return math.log(p) if p > 0 else -math.inf
 
     def _answer(
@@ -307,7 +354,8 @@ class SuggestSession:
         """The top k for a parsed text and every word the beam found, worked out once per text."""
         s = self.s
         key = (ids, typed.partial, typed.join, k, s.beam, s.max_pieces, s.stop_ratio)
-        cache = s._start_answers if not ids and s.task == "lm" else self._answers
+        shared = not ids and s.task == "lm" and (self.adapter is None or not self.adapter.changes_weights)
+        cache = s._start_answers if shared else self._answers
         answer = cache.get(key)
         if answer is None:
             words = self._words(ids, typed.partial, typed.join, k, exact=False)
@@ -338,7 +386,7 @@ class SuggestSession:
             groups[id(block)][2].append(seq)
         ordered = [seq for _, _, group in groups.values() for seq in group]
         state = _cat_states([block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()])
-        out, state, _ = self.s.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
+        out, state, _ = self.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
         bmass = self._boundary_mass(out)
         for row, seq in enumerate(ordered):
             self._nodes[seq] = (out[row], state, row, bmass[row])
