@@ -132,6 +132,11 @@ def ratio_ok(en: str, es: str) -> bool:
 
 def english_verses(english: str = "web") -> list[str]:
     """Every verse of the English module, cleaned (for monolingual English text)."""
+    return [text for _, text in english_verses_by_ref(english)]
+
+
+def english_verses_by_ref(english: str = "web") -> list[tuple[str, str]]:
+    """(OSIS ref, cleaned text) of every non-empty verse of the English module, in canonical order."""
     ensure_packages()
     verses = []
     for ref, raw in read_module(MODULES[english]).items():
@@ -139,7 +144,7 @@ def english_verses(english: str = "web") -> list[str]:
         if ref.startswith("Ps.119."):
             text = _HEBREW_LETTER.sub("", text)
         if text:
-            verses.append(text)
+            verses.append((ref, text))
     return verses
 
 

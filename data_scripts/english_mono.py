@@ -6,7 +6,13 @@ split is the one ding_en_de.py makes with the same seed: its training side goes 
 and test sides are valid.txt and test.txt, and no valid or test sentence appears in train.
 train-ding.txt repeats train.txt's Ding sentences alone (the in-domain part, for fine-tuning).
 
+With --documents-out DIR, whole Bible books are held out of the training text and written to DIR as
+documents for adaptation, with pages of the Python documentation (documents.py says which and how):
+{bible,pydoc}-{tune,test}.txt, one sentence a line, a blank line between documents. No document
+sentence appears in train.txt.
+
     python data_scripts/english_mono.py --out data/en-mono
+    python data_scripts/english_mono.py --out data/en-mono --documents-out data/en-mono/documents
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
-from bible_en_es import english_verses
+from bible_en_es import english_verses_by_ref
 from common import (
     DEFAULT_CACHE,
     DEFAULT_SEED,
@@ -35,6 +41,7 @@ from common import (
     write_lines,
 )
 from ding_en_de import build_splits
+from documents import bible_documents, document_lines, is_held_out, pydoc_documents
 
 _QUOTED = re.compile(r'"([^"]+)"')
 _CODE = re.compile(r"`|[{}<>\\]|\w\(")
@@ -84,7 +91,7 @@ def chatterbot_utterances(cache: Path) -> list[str]:
     return utterances
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "data" / "en-mono", help="output folder")
     parser.add_argument(
@@ -94,20 +101,43 @@ def main() -> None:
         help="seed of the Ding split (use ding_en_de.py's) and shuffle",
     )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where downloads are unpacked")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--documents-out",
+        type=Path,
+        default=None,
+        help="hold Bible books out of train and write them, with Python documentation pages, here as "
+        "documents for adaptation (data_scripts/documents.py)",
+    )
+    return parser.parse_args()
 
+
+def write_documents(out: Path, documents: dict[str, list[list[str]]]) -> None:
+    for name, docs in documents.items():
+        write_lines(out / f"{name}.txt", document_lines(docs))
+    summary("documents", {name: len(docs) for name, docs in documents.items()})
+    summary("document sentences", {name: sum(map(len, docs)) for name, docs in documents.items()})
+
+
+def main() -> None:
+    args = parse_args()
     ding = build_splits(args.seed, args.cache)
     test = dedupe_texts(normalize(en) for en, _ in ding["test"])
     valid = dedupe_texts((normalize(en) for en, _ in ding["valid"]), exclude={dedupe_key(s) for s in test})
     held_out = {dedupe_key(s) for s in test + valid}
 
+    verses = english_verses_by_ref("web")
+    documents: dict[str, list[list[str]]] = {}
+    if args.documents_out:
+        documents = bible_documents(verses, normalize) | pydoc_documents(args.cache, normalize, args.seed)
+        verses = [(ref, text) for ref, text in verses if not is_held_out(ref)]
+    doc_keys = {dedupe_key(s) for docs in documents.values() for doc in docs for s in doc}
     sources = {
         "ding": [en for en, _ in ding["train"]],
         "wordnet": wordnet_examples(args.cache),
-        "bible-web": english_verses("web"),
+        "bible-web": [text for _, text in verses],
         "chatterbot": chatterbot_utterances(args.cache),
     }
-    train, per_source, seen, kept_by_source = [], Counter(), set(held_out), {}
+    train, per_source, seen, kept_by_source = [], Counter(), held_out | doc_keys, {}
     for name, texts in sources.items():
         kept = dedupe_texts((normalize(t) for t in texts), exclude=seen)
         seen.update(dedupe_key(t) for t in kept)
@@ -117,13 +147,17 @@ def main() -> None:
         train += kept
     random.Random(args.seed).shuffle(train)  # sources interleaved, so any prefix is a fair sample
 
-    assert not held_out & {dedupe_key(s) for s in train}, "a valid/test sentence leaked into train"
+    train_keys = {dedupe_key(s) for s in train}
+    assert not held_out & train_keys, "a valid/test sentence leaked into train"
+    assert not doc_keys & train_keys, "a document sentence leaked into train"
     write_lines(args.out / "train.txt", train)
     write_lines(args.out / "valid.txt", valid)
     write_lines(args.out / "test.txt", test)
     # the in-domain part of train.txt (valid and test are Ding sentences too), for fine-tuning a model
     # trained on all of it: `s2s train --init-from` (README, next-word suggestion)
     write_lines(args.out / "train-ding.txt", kept_by_source["ding"])
+    if documents:
+        write_documents(args.documents_out, documents)
     summary("en-mono train sentences by source", dict(per_source))
     summary("en-mono sentences", {"train": len(train), "valid": len(valid), "test": len(test)})
 
