@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
     {"checkpoint"},  # a run directory: config + tokenizer + weights
     {"runs"},  # reading run directories: curves, their pictures, listings (below training, which plots)
     {"decoding"},  # search over any step decoder, ensembles, shortlists, int8 weights
+    {"export"},  # ONNX export and the ONNX Runtime engine (a step decoder for inference/ and suggest/)
     {"inference", "suggest", "training"},
     {"serve"},  # HTTP over inference/ and suggest/
     {"cli", "__init__"},

@@ -137,6 +137,31 @@ def dtype_option(help: str) -> Callable[[F], F]:
 device_option = click.option(
     "--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ..."
 )
+ENGINES = ("torch", "onnx")  # how the model runs: seq2seq_lstm.model (PyTorch) or seq2seq_lstm.export.engine
+engine_option = click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="torch",
+    show_default=True,
+    help="torch: -m is a run directory; onnx: -m is a folder written by `s2s export` (ONNX Runtime, CPU).",
+)
+
+
+def check_engine(engine: str, checkpoints: tuple[str, ...] | list[str], device: str, dtype: str) -> None:
+    """Refuse what the ONNX engine cannot do, in one line: ensembles, GPUs, a --dtype (an export's
+    precision is chosen when exporting)."""
+    from ..errors import UserError
+
+    if engine != "onnx":
+        return
+    if len(checkpoints) != 1:
+        raise UserError("--engine onnx takes one export folder (-m once); ensembles need --engine torch")
+    if device != "cpu":
+        raise UserError("--engine onnx runs on the CPU; use --device cpu (or --engine torch)")
+    if dtype != "float32":
+        raise UserError(f"--dtype {dtype} applies to --engine torch; export with --int8 for int8 ONNX graphs")
+
+
 threads_option = click.option(
     "--threads", type=click.IntRange(0, 1024), default=0, help="CPU threads for torch (0 = torch's default)."
 )

@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from .options import PathType, checkpoint_option, dtype_option, encoding_errors_option
+from .options import (
+    PathType,
+    check_engine,
+    checkpoint_option,
+    dtype_option,
+    encoding_errors_option,
+    engine_option,
+)
 
 FORMATS = ("text", "json")
 MAX_BOOTSTRAP = 100_000  # suggest_eval.MAX_BOOTSTRAP, repeated so that --help need not import torch
@@ -50,6 +57,7 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
     show_default=True,
     help="text: one 'word<TAB>probability' a line; json: one JSON object per input.",
 )
+@engine_option
 @DTYPE_OPTION
 @encoding_errors_option
 @click.option(
@@ -64,6 +72,7 @@ def suggest(
     k: int | None,
     source: str | None,
     fmt: str,
+    engine: str,
     dtype: str,
     encoding_errors: str,
     interactive: bool | None,
@@ -75,13 +84,12 @@ def suggest(
     import torch
 
     from ..files import check_text, read_lines
-    from ..suggest.suggester import Suggester
 
     for value, name in ((text, "TEXT"), (source, "--source")):
         if value is not None:
             check_text(value, name)
     torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
-    suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
+    suggester = _suggester(checkpoints, engine, dtype)
     session = suggester.session(source)
     if text is not None and not interactive:
         _print_suggestions(text, session.suggest(text, k), fmt)
@@ -144,6 +152,7 @@ def suggest(
     show_default=True,
     help="text: a table; json: the metrics with their intervals.",
 )
+@engine_option
 @DTYPE_OPTION
 @encoding_errors_option
 @click.option(
@@ -162,6 +171,7 @@ def suggest_eval(
     max_sentences: int,
     bootstrap: int,
     fmt: str,
+    engine: str,
     dtype: str,
     encoding_errors: str,
     output: str | None,
@@ -172,14 +182,13 @@ def suggest_eval(
 
     from ..files import atomic_write_text, check_output
     from ..suggest.keystrokes import evaluate_suggestions
-    from ..suggest.suggester import Suggester
     from .streams import stdout_is_closed
 
     if output:
         check_output(output, "-o")
     sentences, source_lines = _sentences(file, sources, max_sentences, encoding_errors)
     torch.set_num_threads(1)
-    suggester = Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
+    suggester = _suggester(checkpoints, engine, dtype)
     report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
     data = report.to_dict() | {"checkpoints": list(checkpoints), "file": file}
     if output:
@@ -187,6 +196,16 @@ def suggest_eval(
         if stdout_is_closed():
             return  # the report is in the file; the table has nowhere to go and is not missed
     click.echo(json.dumps(data, indent=2) if fmt == "json" else report.format_table())
+
+
+def _suggester(checkpoints: tuple[str, ...], engine: str, dtype: str):
+    """The Suggester of ``--engine``: run directories (torch) or one export folder (onnx, one thread)."""
+    from ..suggest.suggester import Suggester
+
+    check_engine(engine, checkpoints, "cpu", dtype)
+    if engine == "onnx":
+        return Suggester.from_export(checkpoints[0], threads=1)
+    return Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
 
 
 def _sentences(

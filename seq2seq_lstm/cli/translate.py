@@ -18,10 +18,12 @@ from ..files import check_text
 from .options import (
     LazyChoice,
     PathType,
+    check_engine,
     checkpoint_option,
     device_option,
     dtype_option,
     encoding_errors_option,
+    engine_option,
     set_threads,
     threads_option,
 )
@@ -166,6 +168,7 @@ def _length_penalties() -> tuple[str, ...]:
 )
 @threads_option
 @device_option
+@engine_option
 @dtype_option(
     "Weight type: int8 is the fastest on a CPU (3-4.5x float32 on AVX-512 with VNNI), bfloat16 "
     "up to 2x at batch 1; both round scores a little (docs/decoding.md)."
@@ -173,15 +176,17 @@ def _length_penalties() -> tuple[str, ...]:
 @encoding_errors_option
 def translate(
     checkpoints, input_path, output_path, sampling, temperature, top_k, top_p, seed, prefix, prefix_tab,
-    batch_sentences, fmt, plot_attention, interactive, threads, device, dtype, encoding_errors, **generation,
+    batch_sentences, fmt, plot_attention, interactive, threads, device, engine, dtype, encoding_errors,
+    **generation,
 ) -> None:  # fmt: skip
     """Translate text with a trained model (or an ensemble of them), line by line, in order."""
     # refused before torch and the checkpoint load (seconds), like the ranges click checks
     _check_options(input_path, output_path, plot_attention, prefix, prefix_tab, generation["alpha"])
     _check_sampling(sampling, temperature, top_k, top_p, seed)
+    check_engine(engine, checkpoints, device, dtype)
     set_threads(threads)
     translator = _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences,
-                             device, dtype, generation)  # fmt: skip
+                             device, engine, dtype, generation)  # fmt: skip
     if interactive is None:
         interactive = input_path == "-" and sys.stdin.isatty()
     if interactive and sys.stdin.isatty():
@@ -236,18 +241,18 @@ def _check_sampling(sampling, temperature, top_k, top_p, seed) -> None:
         raise UserError("--temperature, --top-k, --top-p and --seed need --sampling")
 
 
-def _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences, device, dtype,
-                generation):  # fmt: skip
+def _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences, device, engine,
+                dtype, generation):  # fmt: skip
     from ..inference.translator import Sampling, Translator
 
-    return Translator.from_checkpoint(
-        list(checkpoints),
-        sampling=Sampling(temperature, top_k, top_p, seed) if sampling else None,
-        batch_sentences=batch_sentences,
-        device=device,
-        dtype=dtype,
-        **{k: v for k, v in generation.items() if v is not None},
-    )
+    sampling = Sampling(temperature, top_k, top_p, seed) if sampling else None
+    overrides = {k: v for k, v in generation.items() if v is not None}
+    if engine == "onnx":
+        return Translator.from_export(
+            checkpoints[0], sampling=sampling, batch_sentences=batch_sentences, **overrides
+        )
+    return Translator.from_checkpoint(list(checkpoints), sampling=sampling, batch_sentences=batch_sentences,
+                                      device=device, dtype=dtype, **overrides)  # fmt: skip
 
 
 def _plot(directory: str, number: int, best) -> None:

@@ -123,7 +123,8 @@ def _pad(rows: Sequence[Sequence[int]], device: torch.device) -> tuple[Tensor, T
 class Translator:
     """Translates lists of lines with one model or an ensemble (mean of the members' probabilities).
 
-    ``models``: ``Seq2Seq`` modules over ``tokenizer``'s vocabularies (put in eval mode here);
+    ``models``: ``Seq2Seq`` modules over ``tokenizer``'s vocabularies (put in eval mode here), or other
+    step decoders of them such as the ONNX Runtime engine (:meth:`from_export`);
     ``generation``: batching, chunking and shortlist settings, and the search options unless
     ``options`` are given (``SearchOptions.from_generation(generation, sampling=sampling)``);
     ``sampling``: sample instead of searching; ``batch_sentences``: a cap on sentences per batch on
@@ -133,7 +134,7 @@ class Translator:
 
     def __init__(
         self,
-        models: Sequence[nn.Module],
+        models: Sequence[nn.Module | StepDecoder],
         tokenizer: Tokenizer,
         generation: GenerationConfig,
         *,
@@ -151,9 +152,7 @@ class Translator:
         from ..checkpoint import inference_device
 
         self.device = inference_device(device)
-        self.models = [convert_weights(m.to(self.device).eval(), dtype) for m in models]
-        for m in self.models:
-            m.decoder.cache_input_gates()  # a table lookup per step instead of a product
+        self.models = [_prepare(m, self.device, dtype) for m in models]
         self.decoder = self.models[0] if len(self.models) == 1 else EnsembleDecoder(self.models)
         if options is None:
             options = SearchOptions.from_generation(generation, sampling=sampling)
@@ -192,17 +191,7 @@ class Translator:
                 )
 
         models, cfg, tokenizer = load_ensemble(paths, device=device, check=translation_model)
-        fields = {f.name for f in dataclasses.fields(GenerationConfig)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise UserError(f"unknown generation option {unknown[0]}; allowed: {', '.join(sorted(fields))}")
-        # sampling has no beam, and its n_best counts samples: those two go to the search options alone
-        # (SearchOptions checks them), the config's n_best <= beam_size check is not theirs
-        held = {
-            k: overrides.pop(k) for k in ("beam_size", "n_best") if sampling is not None and k in overrides
-        }
-        generation = dataclasses.replace(cfg.generation, **overrides)  # its checks raise ConfigError
-        options = SearchOptions.from_generation(generation, sampling=sampling, **held)
+        generation, options = _search_options(cfg.generation, sampling, overrides)
         shortlist = None
         if generation.shortlist:
             first = paths if isinstance(paths, (str, os.PathLike)) else paths[0]
@@ -211,6 +200,33 @@ class Translator:
             )
         return cls(models, tokenizer, generation, options=options, batch_sentences=batch_sentences,
                    device=device, dtype=dtype, shortlist=shortlist)  # fmt: skip
+
+    @classmethod
+    def from_export(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        sampling: Sampling | None = None,
+        batch_sentences: int = 0,
+        threads: int | None = None,
+        **overrides: Any,
+    ) -> Translator:
+        """Translate with the ONNX Runtime engine over a folder written by `s2s export` (CPU, the
+        precision it was exported in); ``overrides`` as in :meth:`from_checkpoint`, on the run's
+        generation settings that the export keeps. ``threads``: ONNX Runtime intra-op threads."""
+        from ..export.engine import load_export
+
+        export = load_export(directory, threads)
+        if export.manifest.task != "translation":
+            raise CheckpointError(
+                f"{directory} holds a {TASK_NAMES[export.manifest.task]}; `s2s translate` needs a "
+                "translation model (use `s2s suggest` for language models)"
+            )
+        generation, options = _search_options(export.manifest.generation, sampling, overrides)
+        if generation.shortlist:
+            raise UserError("a vocabulary shortlist needs --engine torch; pass --shortlist 0 for onnx")
+        return cls([export.engine], export.tokenizer, generation, options=options,
+                   batch_sentences=batch_sentences)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------
 
@@ -402,6 +418,37 @@ class Translator:
             alignment=alignment,
             chunks=len(hyps),
         )
+
+
+def _prepare(model: StepDecoder, device: torch.device, dtype: str) -> StepDecoder:
+    """A torch model on ``device`` in eval mode with ``dtype`` weights and its gate table (a lookup per
+    step instead of a product); another step decoder (the ONNX engine) as it is, in its own precision."""
+    if not isinstance(model, nn.Module):
+        if dtype != "float32":
+            raise UserError(
+                f"--dtype {dtype} applies to the torch engine; an ONNX export's precision is chosen when "
+                "exporting (s2s export --int8)"
+            )
+        return model
+    model = convert_weights(model.to(device).eval(), dtype)
+    model.decoder.cache_input_gates()
+    return model
+
+
+def _search_options(
+    generation: GenerationConfig, sampling: Sampling | None, overrides: dict[str, Any]
+) -> tuple[GenerationConfig, SearchOptions]:
+    """``generation`` with ``overrides`` (generation field names) and the search options from it."""
+    fields = {f.name for f in dataclasses.fields(GenerationConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise UserError(f"unknown generation option {unknown[0]}; allowed: {', '.join(sorted(fields))}")
+    # sampling has no beam, and its n_best counts samples: those two go to the search options alone
+    # (SearchOptions checks them), the config's n_best <= beam_size check is not theirs
+    overrides = dict(overrides)
+    held = {k: overrides.pop(k) for k in ("beam_size", "n_best") if sampling is not None and k in overrides}
+    generation = dataclasses.replace(generation, **overrides)  # its checks raise ConfigError
+    return generation, SearchOptions.from_generation(generation, sampling=sampling, **held)
 
 
 def translate_source(checkpoint: str, sources: Sequence[str]) -> list[str]:

@@ -125,6 +125,15 @@ class Suggester:
         model = models[0] if len(models) == 1 else EnsembleDecoder(models)
         return cls.from_config(model, tokenizer, cfg)
 
+    @classmethod
+    def from_export(cls, directory: str | PathLike, threads: int | None = None) -> Suggester:
+        """Suggest with the ONNX Runtime engine over a folder written by `s2s export` (its task and
+        generation settings are the run's); ``threads``: intra-op threads (default: torch's now)."""
+        from ..export.engine import load_export
+
+        export = load_export(directory, threads)
+        return cls.from_config(export.engine, export.tokenizer, export.manifest)
+
     def session(self, source: str | None = None, adapter: Adapter | None = None) -> SuggestSession:
         """A session for one text being typed (with ``source``: its translation, for a translation model);
         with ``adapter`` (:mod:`~seq2seq_lstm.suggest.adapt`) its suggestions adapt to the text committed
