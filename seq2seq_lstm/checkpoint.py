@@ -4,7 +4,8 @@ A training run writes one directory (``training.out_dir``)::
 
     runs/x/config.yaml          the resolved config (written atomically)
     runs/x/tokenizer/           spm.model, or src.model + tgt.model
-    runs/x/checkpoints/         best.ckpt (best validation score) and last.ckpt (for --resume)
+    runs/x/checkpoints/         best.ckpt (best validation score) and last.ckpt (for --resume);
+                                step-000600.ckpt, ... (the last training.keep_checkpoints validations)
     runs/x/logs/version_N/      metrics.csv (or TensorBoard events)
     runs/x/model.safetensors    the best weights, for translate / suggest / evaluate
     runs/x/model.json           task, vocabulary sizes, sha256 of each tokenizer file, step, val scores
@@ -43,6 +44,7 @@ from .files import atomic_write, atomic_write_text
 FORMAT_VERSION = 1  # of model.json and of the "s2s" entry in Lightning checkpoints
 CKPT_KEY = "s2s"  # our entry in a Lightning checkpoint: config, tokenizer hashes, RNG, validation scores
 MODEL_PREFIX = "model."  # the system holds the nn.Module as ``self.model``
+STEP_CKPT = re.compile(r"step-(\d+)\.ckpt")  # a kept validation checkpoint (RunDir.step_ckpt)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,16 @@ class RunDir:
     @property
     def last_ckpt(self) -> Path:
         return self.checkpoints / "last.ckpt"
+
+    def step_ckpt(self, step: int) -> Path:
+        """The checkpoint of the validation at ``step`` (kept by ``training.keep_checkpoints``)."""
+        return self.checkpoints / f"step-{step:06d}.ckpt"
+
+    def step_ckpts(self) -> dict[int, Path]:
+        """step -> checkpoint of each kept validation checkpoint, oldest first."""
+        found = self.checkpoints.glob("step-*.ckpt") if self.checkpoints.is_dir() else []
+        steps = {int(m[1]): p for p in found if (m := STEP_CKPT.fullmatch(p.name)) and p.is_file()}
+        return dict(sorted(steps.items()))
 
     @property
     def weights(self) -> Path:

@@ -204,6 +204,7 @@ class TrainingConfig:
     max_time: float = 0.0  # wall-clock limit in minutes (0 = none)
     val_every_steps: int = 0  # validate every N steps (0 = once per epoch)
     patience: int = 0  # early stopping after N validations without better BLEU (0 = off)
+    keep_checkpoints: int = 0  # keep the last N validation checkpoints, for `s2s average` (0 = none)
     accumulate: int = 1  # gradient accumulation steps
     accelerator: str = "auto"  # Lightning accelerator: cpu, gpu, auto, ...
     devices: str = "1"  # Lightning devices: 1, 2, auto, "0,1"
@@ -239,6 +240,7 @@ class TrainingConfig:
         _check_range("training", "max_time", self.max_time, lo=0.0)
         _check_range("training", "val_every_steps", self.val_every_steps, lo=0)
         _check_range("training", "patience", self.patience, lo=0)
+        _check_range("training", "keep_checkpoints", self.keep_checkpoints, lo=0)
         _check_range("training", "log_every_steps", self.log_every_steps, lo=1)
         _check_range("training", "num_threads", self.num_threads, lo=0)
         if self.max_steps == -1 and self.max_epochs == -1 and self.max_time == 0:

@@ -34,6 +34,7 @@ COMMANDS = {
     "suggest": "seq2seq_lstm.cli.suggest:suggest",
     "suggest-eval": "seq2seq_lstm.cli.suggest:suggest_eval",
     "serve": "seq2seq_lstm.cli.serve:serve",
+    "export": "seq2seq_lstm.cli.export:export",
     "plot": "seq2seq_lstm.cli.plot:plot",
     "runs": "seq2seq_lstm.cli.runs:runs",
 }

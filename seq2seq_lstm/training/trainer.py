@@ -42,6 +42,7 @@ from ..config import TASK_NAMES, Config, TrainingConfig, load_config, save_confi
 from ..errors import CheckpointError, ConfigError, UserError
 from .checkpoint_io import AtomicCheckpointIO, remove_orphans
 from .interrupt import GracefulStop, interrupted
+from .keep import KeepCheckpoints
 from .progress import ProgressBar, StepClock
 from .resume import check_resume, check_resume_checkpoint, resume_point
 from .run_lock import LOCK_NAME, run_lock
@@ -284,6 +285,11 @@ def check_trainer_options(cfg: Config) -> None:
         raise ConfigError("training.schedule=plateau needs a validation set; set data.valid")
     if t.patience and not validate:
         raise ConfigError("training.patience needs a validation set; set data.valid or training.patience=0")
+    if t.keep_checkpoints and not validate:
+        raise ConfigError(
+            "training.keep_checkpoints keeps validation checkpoints; set data.valid or "
+            "training.keep_checkpoints=0"
+        )
     check_accelerator(t.accelerator)
     check_cpu_devices(t)
     chosen = (
@@ -535,7 +541,8 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
         every_n_train_steps=None if validate else (t.val_every_steps or None),
     )
     clock = StepClock()
-    callbacks: list[Any] = [checkpoint, LastCheckpoint(run.last_ckpt), GracefulStop(), clock, *extra]
+    kept = [KeepCheckpoints(run, t.keep_checkpoints)] if validate and t.keep_checkpoints else []
+    callbacks: list[Any] = [checkpoint, *kept, LastCheckpoint(run.last_ckpt), GracefulStop(), clock, *extra]
     if t.patience:
         callbacks.append(EarlyStopping(monitor=system.monitor, mode=system.monitor_mode, patience=t.patience))
     if t.progress_bar:

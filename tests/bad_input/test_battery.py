@@ -289,6 +289,42 @@ TRANSLATE = [
          unchanged=("{tmp}/out.txt",)),
 ]  # fmt: skip
 
+
+def kept(*steps: int) -> Callable[[Places], None]:
+    """Validation checkpoints (checkpoints/step-NNNNNN.ckpt) of the run: copies of its best.ckpt."""
+
+    def setup(at: Places) -> None:
+        folder = at.run / "checkpoints"
+        for step in steps:
+            shutil.copyfile(folder / "best.ckpt", folder / f"step-{step:06d}.ckpt")
+
+    return setup
+
+
+STEP4 = "{run}/checkpoints/step-000004.ckpt"
+AVERAGE = [
+    Case("average/run-missing", ("average", "{tmp}/none", "--last", "2"), "RUN {tmp}/none does not exist"),
+    Case("average/run-is-a-file", ("average", "{tmp}/x.txt", "--last", "2"), "RUN {tmp}/x.txt is a file",
+         setup=write("{tmp}/x.txt", "notes\n")),
+    Case("average/not-a-run", ("average", "{tmp}", "--last", "2"), "{tmp}/config.yaml is missing"),
+    Case("average/no-kept-checkpoints", ("average", "{run}", "--last", "2"),
+         "{run} keeps 0 validation checkpoint(s) (checkpoints/step-*.ckpt), fewer than the 2 asked for"),
+    Case("average/fewer-than-n", ("average", "{run}", "--best", "3"), "keeps 2 validation checkpoint(s)",
+         setup=kept(2, 4)),
+    Case("average/n-zero", ("average", "{run}", "--last", "0"), "'--last': 0 is not in the range x>=1"),
+    Case("average/n-not-a-number", ("average", "{run}", "--last", "five"), "'five' is not a valid integer"),
+    Case("average/neither-last-nor-best", ("average", "{run}"), "pass one of --last N or --best N"),
+    Case("average/out-exists", ("average", "{run}", "--last", "2", "--out", "{tmp}"),
+         "--out {tmp} already exists", setup=kept(2, 4)),
+    Case("average/pickle-payload", ("average", "{run}", "--last", "2", "--out", "{tmp}/avg"),
+         f"{STEP4} holds pickled Python objects", setup=both(kept(2), pickle_payload(STEP4))),
+    Case("average/truncated", ("average", "{run}", "--last", "2", "--out", "{tmp}/avg"),
+         f"{STEP4} is corrupt or truncated", setup=both(kept(2, 4), truncated(STEP4, 0.5))),
+    Case("average/other-tokenizer", ("average", "{run}", "--last", "2", "--out", "{tmp}/avg"),
+         "{run}/tokenizer/spm.model does not match {run}/checkpoints/step-000002.ckpt",
+         setup=both(kept(2, 4), other_tokenizer("{run}"))),
+]  # fmt: skip
+
 SHORTLIST = [
     Case("shortlist/checkpoint-missing", ("shortlist", "--checkpoint", "{tmp}/none"),
          "model {tmp}/none does not exist"),
@@ -404,7 +440,8 @@ RUNS = [
          setup=write("{tmp}/notes.txt", "notes\n")),
 ]  # fmt: skip
 
-CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *EVALUATE, *BLEU, *SUGGEST, *SERVE, *PLOT, *RUNS]
+CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *AVERAGE, *EVALUATE, *BLEU, *SUGGEST, *SERVE,
+         *PLOT, *RUNS]  # fmt: skip
 
 
 def _edit_record(path: Path, **fields: Any) -> None:
