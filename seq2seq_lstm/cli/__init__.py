@@ -29,6 +29,7 @@ COMMANDS = {
     "train": "seq2seq_lstm.cli.train:train",
     "translate": "seq2seq_lstm.cli.translate:translate",
     "shortlist": "seq2seq_lstm.cli.shortlist:shortlist",
+    "average": "seq2seq_lstm.cli.average:average",
     "evaluate": "seq2seq_lstm.cli.evaluate:evaluate",
     "bleu": "seq2seq_lstm.cli.evaluate:bleu",
     "suggest": "seq2seq_lstm.cli.suggest:suggest",
