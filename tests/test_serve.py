@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -35,6 +36,8 @@ from seq2seq_lstm.config import load_config, save_config
 from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.inference.translator import Translator
 from seq2seq_lstm.model.seq2seq import LanguageModel
+from seq2seq_lstm.serve.batcher import ModelWorker, SuggestJob
+from seq2seq_lstm.serve.limits import Limits
 from seq2seq_lstm.suggest.suggester import Suggester
 
 pytestmark = pytest.mark.timeout(120)
@@ -401,6 +404,67 @@ def test_sigterm_finishes_the_request_in_flight_then_exits(runs, tmp_path, trans
         assert s.process.wait(30) == -signal.SIGTERM
     assert answer["r"].status_code == 200
     assert [h[0] for h in answer["r"].json()["translations"]] == translator.translate(LINES[:4])
+
+
+# ------------------------------------------------------------------------ the batcher, without a server
+
+
+class NoWaitQueue(queue.Queue):
+    """A queue that records every timed wait asked of it and answers Empty at once instead of
+    sleeping, so the batch window can be checked without a clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def get(self, block: bool = True, timeout: float | None = None):
+        if block and timeout is not None:
+            self.waits.append(timeout)
+            return super().get(block=False)  # queue.Empty when nothing is there
+        return super().get(block, timeout)
+
+
+def collect(worker: ModelWorker, jobs: int) -> int:
+    """Queue ``jobs`` jobs and run one collection; the number of jobs it returned."""
+    for _ in range(jobs):
+        worker.submit(SuggestJob("a", 1, None))
+    collected, stop = worker._collect()
+    assert not stop
+    return len(collected)
+
+
+def test_a_lone_request_is_not_held_for_the_batch_window():
+    worker = ModelWorker(None, None, Limits(batch_wait_s=1.0))
+    worker._queue = fake = NoWaitQueue()
+    assert collect(worker, 1) == 1
+    assert len(fake.waits) == 1 and 0 < fake.waits[0] <= 1.0  # no round yet: the window is waited
+    assert collect(worker, 1) == 1
+    assert collect(worker, 1) == 1
+    assert len(fake.waits) == 1  # the last round answered one client: the next lone one goes at once
+    assert collect(worker, 3) == 3  # everything queued joins without a wait
+    assert len(fake.waits) == 1
+    assert collect(worker, 1) == 1  # fewer than the 3 just answered: wait for the others to come back
+    assert len(fake.waits) == 2
+    assert collect(worker, 2) == 2  # the last round had one
+    assert len(fake.waits) == 2
+
+
+class RecordingTranslator:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def translate_full(self, lines, prefixes=None, attention=True):
+        self.calls.append(list(lines))
+        return [[] for _ in lines]
+
+
+def test_the_worker_decodes_once_before_its_first_request():
+    translator = RecordingTranslator()
+    worker = ModelWorker(translator, None, Limits())
+    worker.start()
+    worker.stop(timeout=30)
+    assert translator.calls == [["Hello."]]
+    assert worker.stats() == {"queued": 0, "jobs": 0, "batches": 0, "skipped": 0}  # not a request
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -1,8 +1,13 @@
 """Batching across requests: one decoding thread per model, fed by a bounded queue.
 
-Requests do not decode one by one: a worker takes the job at the head of its queue, waits at most
-``Limits.batch_wait_s`` for more to arrive (it stops waiting as soon as the batch is full), and hands
-the sentences of every job that asks for the same search to one ``Translator.translate_full`` call.
+Requests do not decode one by one: a worker takes the job at the head of its queue and every job
+queued behind it, lets more join for at most ``Limits.batch_wait_s``, and hands the sentences of
+every job that asks for the same search to one ``Translator.translate_full`` call. It waits only for
+requests it has reason to expect: the clients its last decoding round answered tend to come back at
+once, so it waits while it holds fewer jobs than that round did (and before its first round, when it
+knows nothing). A lone client is therefore never held for the window, and under load a batch leaves
+as soon as the clients just answered are back, without waiting out the rest of it; requests that
+arrive while a batch decodes queue up and form the next one.
 That call cuts them into batches under the same token budget and memory bound as `s2s translate`, and
 its search is batch-invariant (the encoder packs its sequences, the beams of different sentences never
 mix), so every sentence gets the translation it would get alone: batching changes the speed, never
@@ -80,6 +85,7 @@ class ModelWorker:
         self._queue: queue.Queue[TranslateJob | SuggestJob | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0  # sentences queued or decoding
+        self._last_round = 0  # jobs the last _collect returned (0: none yet)
         self.counts = {"jobs": 0, "batches": 0, "skipped": 0}  # answered, decoding calls, cancelled unrun
         self._variants: dict[SearchOptions, Translator] = {}
         self._thread = threading.Thread(target=self._run, name=f"decode-{name}", daemon=True)
@@ -119,6 +125,7 @@ class ModelWorker:
             import torch
 
             torch.set_num_threads(self.threads)
+        self._warm_up()
         while True:
             jobs, stop = self._collect()
             suggest = [j for j in jobs if isinstance(j, SuggestJob)]
@@ -133,30 +140,47 @@ class ModelWorker:
             if stop:
                 return
 
+    def _warm_up(self) -> None:
+        """Decode one short sentence before the first request: torch's first call allocates and picks
+        its kernels, a cost the first client would otherwise pay."""
+        if self.translator is not None:
+            try:
+                self.translator.translate_full(["Hello."], attention=False)
+            except Exception as e:  # a server that cannot decode says so on its requests, not here
+                logger.warning("warm-up decoding failed: %s", e)
+
     def _collect(self) -> tuple[list[TranslateJob | SuggestJob], bool]:
-        """The next jobs: the head of the queue, and what arrives within the batch wait (at most
-        ``queue_sentences`` sentences); ``True`` when the stop mark was met."""
+        """The next jobs: the head of the queue, all queued behind it, and what arrives within the
+        batch wait while fewer jobs are held than the last round had (at most ``queue_sentences``
+        sentences); ``True`` when the stop mark was met."""
         first = self._queue.get()
         if first is None:
             return [], True
         jobs, size = [first], first.size
         deadline = time.monotonic() + self.limits.batch_wait_s
         while size < self.limits.queue_sentences:
-            try:  # whatever is queued already joins at once; then wait out the rest of the window
+            try:  # whatever is queued already joins at once
                 job = self._queue.get_nowait()
             except queue.Empty:
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or not self._expect_more(len(jobs)):
                     break
                 try:
                     job = self._queue.get(timeout=left)
                 except queue.Empty:
                     break
             if job is None:
+                self._last_round = len(jobs)
                 return jobs, True
             jobs.append(job)
             size += job.size
+        self._last_round = len(jobs)
         return jobs, False
+
+    def _expect_more(self, held: int) -> bool:
+        """Whether more requests are worth waiting for: the clients the last round answered are
+        expected back; before any round there is nothing to go by, so the window is waited out."""
+        return self._last_round == 0 or held < self._last_round
 
     def _translate(self, options: SearchOptions, jobs: list[TranslateJob]) -> None:
         """One ``translate_full`` over the live jobs of one search; when it fails (a request's beam
