@@ -15,6 +15,14 @@ limit, a 10 MB body, clients that hang up mid-request, malformed bodies; it repo
 whether /health still answers, and the server's resident memory before and after (when this script
 started it). Only loopback addresses; every loop is bounded in count and time.
 
+With ``--checkpoint`` and 1 among the client counts, a paired run follows the 1-client run: one
+client sends the test sentences one by one, and each sentence is also decoded alone in this process
+(`Translator.translate` on it, the same ``--dtype`` and ``--threads``: `s2s translate` at batch 1),
+the two alternating which goes first so that both meet the same load. It prints the served and the
+batch-1 latencies over the same sentences and three ratios: p95 served / p95 batch-1, the p95 over
+sentences of served / batch-1, and p95 served / mean batch-1 (docs/serving.md says which the issue's
+1.5x target means). Search options passed in ``--serve-args`` are not applied to the batch-1 side.
+
 ``--onmt-launch MODEL.pt --spm SPM`` starts ``onmt_server`` from ``$ONMT_VENV`` (default
 runs/opennmt-venv, made by benchmarks/opennmt_baseline.sh, which also trains MODEL.pt) with a
 conf.json for that checkpoint, beam 5, and our SentencePiece model on both sides.
@@ -168,6 +176,69 @@ def reference(checkpoint: str, sentences: list[str], work: Path, dtype: str) -> 
     return dict(zip(sentences, hyps, strict=True))
 
 
+def paired(url: str, sentences: list[str], args: argparse.Namespace) -> dict:
+    """Served and batch-1 in-process latency of the same sentences, one sentence at a time, alternating."""
+    import torch
+
+    from seq2seq_lstm.inference.translator import Translator
+
+    torch.set_num_threads(args.threads)
+    translator = Translator.from_checkpoint(args.checkpoint, dtype=args.dtype)
+    translator.translate(sentences[:2])  # warm-up: first-call allocations, as the server's first requests
+
+    def local(src: str) -> float:
+        start = time.perf_counter()
+        translator.translate([src])
+        return time.perf_counter() - start
+
+    served, alone, statuses = [], [], Counter()
+    deadline = time.monotonic() + args.paired_seconds
+    with httpx.Client(base_url=url, timeout=60, trust_env=False) as http:
+        for i in range(args.max_requests):
+            if time.monotonic() >= deadline:
+                break
+            src = sentences[i % len(sentences)]
+            if i % 2 == 0:  # which goes first alternates: neither always meets the other's leftovers
+                (status, took), mine = _served(http, src), local(src)
+            else:
+                mine = local(src)
+                status, took = _served(http, src)
+            statuses[status] += 1
+            if status == 200:
+                served.append(took)
+                alone.append(mine)
+    return {"clients": 1, "paired": len(served), "errors": {k: v for k, v in statuses.items() if k != 200},
+            **paired_ratios(served, alone)}  # fmt: skip
+
+
+def _served(http: httpx.Client, src: str) -> tuple[int | str, float]:
+    start = time.perf_counter()
+    try:
+        status = http.post("/translator/translate", json=[{"src": src, "id": 0}]).status_code
+    except httpx.HTTPError as e:
+        status = type(e).__name__
+    return status, time.perf_counter() - start
+
+
+def paired_ratios(served: list[float], alone: list[float]) -> dict[str, float]:
+    """The three readings of "p95 within 1.5x of the batch-1 time per sentence" (served[i] and
+    alone[i] are the same sentence)."""
+    if len(served) < 2:
+        return {}
+    ratios = statistics.quantiles(
+        [s / a for s, a in zip(served, alone, strict=True)], n=100, method="inclusive"
+    )
+    mine, theirs = percentiles(served), percentiles(alone)
+    mean_alone_ms = 1000 * statistics.fmean(alone)
+    return {
+        "served_ms": mine, "batch1_ms": {**theirs, "mean_ms": round(mean_alone_ms, 1)},
+        "p95_served_over_p95_batch1": round(mine["p95_ms"] / theirs["p95_ms"], 2),
+        "p95_of_per_sentence_ratio": round(ratios[94], 2),
+        "median_per_sentence_ratio": round(ratios[49], 2),
+        "p95_served_over_mean_batch1": round(mine["p95_ms"] / mean_alone_ms, 2),
+    }  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------- faults
 
 
@@ -242,6 +313,11 @@ def run(args: argparse.Namespace) -> None:
                     same = sum(answers[s] == expected[s] for s in answers)
                     result["equal_to_s2s_translate"] = f"{same}/{len(answers)}"
                 print(json.dumps({"server": name, **result}), flush=True)
+                if clients == 1 and name == "s2s serve" and args.checkpoint and args.paired_seconds > 0:
+                    print(
+                        json.dumps({"server": name, "paired_batch1": paired(url, sentences, args)}),
+                        flush=True,
+                    )
             if args.faults and name == "s2s serve":
                 before = rss_kib(process)
                 result = {"faults": faults(url, sentences, args.burst), "rss_kib_before": before}
@@ -264,7 +340,9 @@ def main() -> None:
     p.add_argument("--clients", default="1,8,32", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--seconds", type=float, default=20.0, help="per client count")
     p.add_argument("--max-requests", type=int, default=100_000, help="per client count")
-    p.add_argument("--threads", type=int, default=1, help="torch threads of each server")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each server (and of batch-1)")
+    p.add_argument("--paired-seconds", type=float, default=20.0,
+                   help="the paired 1-client served / batch-1 run (0: skip it)")  # fmt: skip
     p.add_argument(
         "--dtype",
         default="float32",
