@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"decoding"},  # search over any step decoder, ensembles, shortlists, int8 weights
     {"export"},  # ONNX export and the ONNX Runtime engine (a step decoder for inference/ and suggest/)
     {"inference", "suggest", "training"},
-    {"serve"},  # HTTP over inference/ and suggest/
+    {"serve", "web"},  # HTTP over inference/ and suggest/; the browser page over an ONNX export
     {"cli", "__init__"},
     {"__main__"},  # `python -m seq2seq_lstm`
 ]

@@ -11,7 +11,13 @@ from .options import PathType
 @click.command("export")
 @click.argument("run", type=PathType())
 @click.option(
-    "--format", "fmt", type=click.Choice(("onnx",)), default="onnx", show_default=True, help="Export format."
+    "--format",
+    "fmt",
+    type=click.Choice(("onnx", "web")),
+    default="onnx",
+    show_default=True,
+    help="onnx: graphs, tokenizer and manifest; web: the same with a page that suggests words in a "
+    "browser (language models; docs/web.md).",
 )
 @click.option("--out", required=True, type=PathType(), help="New folder to write (must not exist).")
 @click.option(
@@ -23,7 +29,8 @@ def export(run: str, fmt: str, out: str, int8: bool) -> None:
     manifest.json. Run it with `--engine onnx -m OUT` (translate, suggest) or any ONNX Runtime."""
     from ..export.exporter import export_run
     from ..files import size_text
+    from ..web.build import export_web
 
-    folder = export_run(run, out, int8=int8)
-    total = sum(f.stat().st_size for f in folder.iterdir())
+    folder = {"onnx": export_run, "web": export_web}[fmt](run, out, int8=int8)
+    total = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     click.echo(f"wrote {folder} ({', '.join(sorted(f.name for f in folder.iterdir()))}; {size_text(total)})")
