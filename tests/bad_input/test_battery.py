@@ -153,6 +153,48 @@ def other_tokenizer(run: str) -> Callable[[Places], None]:
     return setup
 
 
+def exported(run: str, out: str) -> Callable[[Places], None]:
+    """`s2s export` of a run, for the rows that load (or damage) an ONNX export folder."""
+
+    def setup(at: Places) -> None:
+        from seq2seq_lstm.export.exporter import export_run
+
+        export_run(at.fill(run), at.fill(out))
+
+    return setup
+
+
+def manifest_sizes(folder: str, old: int, new: int) -> Callable[[Places], None]:
+    """A manifest that says hidden size ``new`` everywhere (consistent in itself) over graphs of ``old``."""
+
+    def setup(at: Places) -> None:
+        path = Path(at.fill(folder)) / "manifest.json"
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest["state"]["hidden_size"] = new
+        for graph in manifest["graphs"].values():
+            for tensor in graph["inputs"] + graph["outputs"]:
+                tensor["shape"] = [new if d == old else d for d in tensor["shape"]]
+        path.write_text(json.dumps(manifest), encoding="utf-8")
+
+    return setup
+
+
+def renamed_input(graph: str, old: str, new: str) -> Callable[[Places], None]:
+    """An ONNX graph whose input ``old`` is called ``new`` (as another exporter might name it)."""
+
+    def setup(at: Places) -> None:
+        import onnx
+
+        model = onnx.load(at.fill(graph))
+        for tensor in model.graph.input:
+            tensor.name = new if tensor.name == old else tensor.name
+        for node in model.graph.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+        onnx.save(model, at.fill(graph))
+
+    return setup
+
+
 SRC = write("{tmp}/src.txt", "Hello.\nThe dog is black.\n")
 HYP_REF = both(
     write("{tmp}/hyp.txt", "the cat sat\na dog\n"), write("{tmp}/ref.txt", "the cat sat\nthe dog\n")
@@ -387,6 +429,34 @@ SUGGEST = [
          setup=both(SRC, removed("{lm}/model.safetensors"), pickle_payload("{lm}/checkpoints/best.ckpt"))),
 ]  # fmt: skip
 
+EXPORT = [
+    Case("export/run-missing", ("export", "{tmp}/none", "--out", "{tmp}/out"),
+         "model {tmp}/none does not exist"),
+    Case("export/run-without-weights", ("export", "{lm}", "--out", "{tmp}/out"), "{lm} holds no model",
+         setup=removed("{lm}/model.safetensors", "{lm}/checkpoints")),
+    Case("export/run-without-tokenizer", ("export", "{lm}", "--out", "{tmp}/out"),
+         "no tokenizer in {lm}/tokenizer", setup=removed("{lm}/tokenizer")),
+    Case("export/out-exists", ("export", "{lm}", "--out", "{tmp}"),
+         "--out {tmp} already exists; give a new folder"),
+    Case("translate/onnx-not-an-export", ("translate", "--engine", "onnx", "--checkpoint", "{run}", "--input",
+         "{tmp}/src.txt"), "{run}/manifest.json is missing; {run} is not a folder written by `s2s export`",
+         setup=SRC),
+    Case("translate/onnx-ensemble", ("translate", "--engine", "onnx", "--checkpoint", "{run}", "--checkpoint",
+         "{run}", "--input", "{tmp}/src.txt"), "--engine onnx takes one export folder", setup=SRC),
+    Case("suggest/onnx-manifest-not-matching-graphs", ("suggest", "--engine", "onnx", "--checkpoint",
+         "{tmp}/exp", "The "), "{tmp}/exp/lm_step.onnx: the graph's inputs/outputs differ from manifest.json",
+         setup=both(exported("{lm}", "{tmp}/exp"), manifest_sizes("{tmp}/exp", 32, 64))),
+    Case("suggest/onnx-graph-inputs-differ", ("suggest", "--engine", "onnx", "--checkpoint", "{tmp}/exp",
+         "The "), "{tmp}/exp/lm_step.onnx: the graph's inputs/outputs differ from manifest.json (graph "
+         "in: ids",
+         setup=both(exported("{lm}", "{tmp}/exp"), renamed_input("{tmp}/exp/lm_step.onnx", "tokens", "ids"))),
+    Case("suggest/onnx-manifest-not-json", ("suggest", "--engine", "onnx", "--checkpoint", "{tmp}/exp",
+         "The "), "{tmp}/exp/manifest.json is not valid JSON",
+         setup=both(exported("{lm}", "{tmp}/exp"), write("{tmp}/exp/manifest.json", b"{"))),
+    Case("suggest-eval/onnx-dtype", ("suggest-eval", "--engine", "onnx", "--dtype", "int8", "--checkpoint",
+         "{lm}", "{tmp}/src.txt"), "--dtype int8 applies to --engine torch", setup=SRC),
+]  # fmt: skip
+
 SERVE = [  # each refused before a port opens
     Case("serve/checkpoint-missing", ("serve", "--checkpoint", "{tmp}/none"),
          "model {tmp}/none does not exist"),
@@ -440,8 +510,8 @@ RUNS = [
          setup=write("{tmp}/notes.txt", "notes\n")),
 ]  # fmt: skip
 
-CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *AVERAGE, *EVALUATE, *BLEU, *SUGGEST, *SERVE,
-         *PLOT, *RUNS]  # fmt: skip
+CASES = [*TOKENIZER, *DATA, *TRAIN, *TRANSLATE, *SHORTLIST, *AVERAGE, *EVALUATE, *BLEU, *SUGGEST, *EXPORT,
+         *SERVE, *PLOT, *RUNS]  # fmt: skip
 
 
 def _edit_record(path: Path, **fields: Any) -> None:
