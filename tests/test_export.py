@@ -302,3 +302,28 @@ def test_export_threads_follow_torch(runs):
         assert options.intra_op_num_threads == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_serve_on_the_onnx_engine_answers_as_torch(runs):
+    """`s2s serve --engine onnx`: the same translations, scores and suggestions over HTTP."""
+    from fastapi.testclient import TestClient
+
+    from seq2seq_lstm.serve.app import create_app
+    from seq2seq_lstm.serve.limits import Limits
+    from seq2seq_lstm.serve.models import load_models
+
+    limits = Limits()
+    texts = _lines("test.en")
+    answers = []
+    for engine, suffix in (("torch", ""), ("onnx", ".onnx")):
+        models = load_models([runs[f"translation{suffix}"], runs[f"lm-lstm{suffix}"]], limits, engine=engine)
+        with TestClient(create_app(models, limits)) as client:
+            translated = client.post("/v1/translate", json={"text": texts}).json()
+            suggested = client.post("/v1/suggest", json={"text": "The cat ", "model": 1}).json()
+        answers.append((translated, suggested))
+    (t_torch, s_torch), (t_onnx, s_onnx) = answers
+    assert t_onnx["translations"] == t_torch["translations"]
+    assert sum(t_onnx["scores"], []) == pytest.approx(sum(t_torch["scores"], []), abs=1e-4)
+    assert [w["word"] for w in s_onnx["suggestions"]] == [w["word"] for w in s_torch["suggestions"]]
+    probs = [w["prob"] for w in s_torch["suggestions"]]
+    assert [w["prob"] for w in s_onnx["suggestions"]] == pytest.approx(probs, rel=1e-4)

@@ -147,14 +147,14 @@ engine_option = click.option(
 )
 
 
-def check_engine(engine: str, checkpoints: tuple[str, ...] | list[str], device: str, dtype: str) -> None:
-    """Refuse what the ONNX engine cannot do, in one line: ensembles, GPUs, a --dtype (an export's
-    precision is chosen when exporting)."""
+def check_engine(engine: str, device: str, dtype: str, members: int = 1) -> None:
+    """Refuse what the ONNX engine cannot do, in one line: ensembles (``members`` > 1), GPUs, a
+    --dtype (an export's precision is chosen when exporting)."""
     from ..errors import UserError
 
     if engine != "onnx":
         return
-    if len(checkpoints) != 1:
+    if members != 1:
         raise UserError("--engine onnx takes one export folder (-m once); ensembles need --engine torch")
     if device != "cpu":
         raise UserError("--engine onnx runs on the CPU; use --device cpu (or --engine torch)")

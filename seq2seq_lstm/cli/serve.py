@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import click
 
-from .options import PathType, checkpoint_option, device_option, dtype_option, set_threads, threads_option
+from .options import (
+    PathType,
+    check_engine,
+    checkpoint_option,
+    device_option,
+    dtype_option,
+    engine_option,
+    set_threads,
+    threads_option,
+)
 from .translate import translate as _translate
 
 # `s2s translate` options that set the served search (and batching): generation.* overrides
@@ -59,10 +68,11 @@ def search_options(f):
 @click.option("--access-log/--no-access-log", default=False, help="Log every request (uvicorn's access log).")
 @threads_option
 @device_option
+@engine_option
 @dtype_option("Weight type: int8 is the fastest on a CPU (docs/decoding.md).")
 def serve(checkpoints, host, port, api_key_file, report_align, max_body_bytes, max_sentences, max_chars,
-          queue_sentences, timeout, batch_wait_ms, max_connections, access_log, threads, device, dtype,
-          **generation) -> None:  # fmt: skip
+          queue_sentences, timeout, batch_wait_ms, max_connections, access_log, threads, device, engine,
+          dtype, **generation) -> None:  # fmt: skip
     """Serve models over HTTP: OpenNMT-py's REST API (/translator/translate) and a native one (/v1/...).
 
     Binds the loopback address unless --host says otherwise. SIGTERM or Ctrl-C stops taking requests,
@@ -75,11 +85,12 @@ def serve(checkpoints, host, port, api_key_file, report_align, max_body_bytes, m
                     batch_wait_s=batch_wait_ms / 1000)  # fmt: skip
     api_key = _read_api_key(api_key_file) if api_key_file else None
     overrides = {k: v for k, v in generation.items() if v is not None}
+    check_engine(engine, device, dtype)
     set_threads(threads)
     from ..serve.models import load_models
 
     models = load_models(list(checkpoints), limits, dtype=dtype, device=device, overrides=overrides,
-                         threads=threads)  # fmt: skip
+                         threads=threads, engine=engine)  # fmt: skip
     sock = _listen(host, port)
     try:
         _run(sock, models, limits, api_key, report_align, max_connections, access_log)

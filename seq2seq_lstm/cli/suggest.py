@@ -202,7 +202,7 @@ def _suggester(checkpoints: tuple[str, ...], engine: str, dtype: str):
     """The Suggester of ``--engine``: run directories (torch) or one export folder (onnx, one thread)."""
     from ..suggest.suggester import Suggester
 
-    check_engine(engine, checkpoints, "cpu", dtype)
+    check_engine(engine, "cpu", dtype, len(checkpoints))
     if engine == "onnx":
         return Suggester.from_export(checkpoints[0], threads=1)
     return Suggester.from_checkpoint(list(checkpoints), dtype=dtype)

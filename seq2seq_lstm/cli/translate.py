@@ -183,7 +183,7 @@ def translate(
     # refused before torch and the checkpoint load (seconds), like the ranges click checks
     _check_options(input_path, output_path, plot_attention, prefix, prefix_tab, generation["alpha"])
     _check_sampling(sampling, temperature, top_k, top_p, seed)
-    check_engine(engine, checkpoints, device, dtype)
+    check_engine(engine, device, dtype, len(checkpoints))
     set_threads(threads)
     translator = _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences,
                              device, engine, dtype, generation)  # fmt: skip

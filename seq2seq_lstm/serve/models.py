@@ -50,20 +50,42 @@ def load_model(
     device: str = "cpu",
     overrides: Mapping[str, Any] | None = None,
     threads: int = 0,
+    engine: str = "torch",
 ) -> ServedModel:
     """Load the run at ``path`` for serving; ``overrides`` replace ``generation`` fields of a
     translation run (as `s2s translate`'s options do); ``threads``: torch threads of its worker
-    (0: torch's default)."""
+    (0: torch's default); ``engine`` "onnx": ``path`` is a folder written by `s2s export`."""
     overrides = dict(overrides or {})
+    if engine == "onnx":
+        task, translator, suggester = _onnx_model(path, overrides, threads)
+    else:
+        task, translator, suggester = _torch_model(path, overrides, dtype, device)
+    worker = ModelWorker(translator, suggester, limits, name=str(model_id), threads=threads)
+    settings = {"engine": engine, "dtype": dtype, "device": device, **overrides}
+    return ServedModel(model_id, os.fspath(path), task, worker, settings)
+
+
+def _torch_model(path, overrides: dict[str, Any], dtype: str, device: str):
+    """(task, Translator or None, Suggester) of a run directory."""
     cfg = load_run_config(locate_run(path))
     if cfg.task == "translation":
         translator = Translator.from_checkpoint(path, device=device, dtype=dtype, **overrides)
         suggester = Suggester.from_config(translator.decoder, translator.tokenizer, cfg)
     else:
         translator, suggester = None, Suggester.from_checkpoint(path, dtype=dtype)
-    worker = ModelWorker(translator, suggester, limits, name=str(model_id), threads=threads)
-    settings = {"dtype": dtype, "device": device, **overrides}
-    return ServedModel(model_id, os.fspath(path), cfg.task, worker, settings)
+    return cfg.task, translator, suggester
+
+
+def _onnx_model(path, overrides: dict[str, Any], threads: int):
+    """(task, Translator or None, Suggester) of an export folder, on the ONNX Runtime engine."""
+    from ..export.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    if manifest.task == "translation":
+        translator = Translator.from_export(path, threads=threads or None, **overrides)
+        suggester = Suggester.from_config(translator.decoder, translator.tokenizer, manifest)
+        return manifest.task, translator, suggester
+    return manifest.task, None, Suggester.from_export(path, threads=threads or None)
 
 
 def load_models(paths: Sequence[str | os.PathLike], limits: Limits, **kwargs: Any) -> list[ServedModel]:
