@@ -207,6 +207,7 @@ BAD_VALUES = [
     ("training.max_time", -1, "training.max_time must be >= 0.0; got -1.0"),
     ("training.val_every_steps", -1, "training.val_every_steps must be >= 0; got -1"),
     ("training.patience", -1, "training.patience must be >= 0; got -1"),
+    ("training.keep_checkpoints", -1, "training.keep_checkpoints must be >= 0; got -1"),
     ("training.log_every_steps", 0, "training.log_every_steps must be >= 1; got 0"),
     ("training.num_threads", -1, "training.num_threads must be >= 0; got -1"),
     # generation
