@@ -94,6 +94,10 @@ class TokenizerConfig:
     # number is part of the result: fixed here (SentencePiece's own default), not the machine's cores,
     # so that one config trains the same tokenizer on a laptop and on a 16-core GPU server
     num_threads: int = 16
+    # train on a seeded reservoir sample of this many sentences (pairs) of the training split, read as
+    # a stream so the corpus is never held in memory (0 = all of it; a streaming corpus is still
+    # streamed, and SentencePiece keeps input_sentence_size of them)
+    sample_sentences: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("tokenizer", "model_type", self.model_type, SP_MODEL_TYPES)
@@ -102,6 +106,7 @@ class TokenizerConfig:
         _check_range("tokenizer", "input_sentence_size", self.input_sentence_size, lo=0)
         _check_range("tokenizer", "num_threads", self.num_threads, lo=1)
         _check_range("tokenizer", "seed", self.seed, lo=0, hi=SEED_MAX)
+        _check_range("tokenizer", "sample_sentences", self.sample_sentences, lo=0)
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,14 @@ class DataConfig:
     num_proc: int = 1  # worker processes for tokenization (datasets.map)
     max_valid_sentences: int = 500  # sentences decoded for validation BLEU (0 = all)
     seed: int = 1234  # batch shuffling seed
+    # Streaming (training split only; validation and test stay in memory): the corpus is read as it
+    # is consumed, so memory does not grow with its size
+    streaming: bool = False  # read data.train as a stream instead of loading it (Arrow cache) first
+    shuffle_buffer: int = 10_000  # pairs in the bounded shuffle buffer of each stream
+    window: int = 5_000  # pairs per batching window: sorted by length and cut into token-budget batches
+    num_workers: int = 0  # DataLoader processes that read and tokenize the stream (0 = the trainer's own)
+    worker_timeout: float = 600.0  # seconds to wait for a batch from a worker before giving up (0 = forever)
+    skip_bad_lines: bool = False  # skip and count malformed lines instead of stopping at the first
 
     def __post_init__(self) -> None:
         _check_choice("data", "format", self.format, DATA_FORMATS)
@@ -150,6 +163,10 @@ class DataConfig:
         _check_range("data", "num_proc", self.num_proc, lo=1)
         _check_range("data", "max_valid_sentences", self.max_valid_sentences, lo=0)
         _check_range("data", "seed", self.seed, lo=0, hi=SEED_MAX)
+        _check_range("data", "shuffle_buffer", self.shuffle_buffer, lo=1)
+        _check_range("data", "window", self.window, lo=1)
+        _check_range("data", "num_workers", self.num_workers, lo=0)
+        _check_range("data", "worker_timeout", self.worker_timeout, lo=0.0)
 
 
 @dataclass(frozen=True)

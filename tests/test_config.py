@@ -160,6 +160,7 @@ BAD_VALUES = [
     ("tokenizer.num_threads", 0, "tokenizer.num_threads must be >= 1; got 0"),
     ("tokenizer.seed", -1, "tokenizer.seed must be >= 0 and <= 4294967295; got -1"),
     ("tokenizer.seed", 2**32, "tokenizer.seed must be >= 0 and <= 4294967295; got 4294967296"),
+    ("tokenizer.sample_sentences", -1, "tokenizer.sample_sentences must be >= 0; got -1"),
     # data
     ("data.format", "csv", "data.format must be one of auto, text, tsv, jsonl, parquet; got 'csv'"),
     ("data.encoding_errors", "ignore", "data.encoding_errors must be one of strict, replace; got 'ignore'"),
@@ -175,6 +176,10 @@ BAD_VALUES = [
     ("data.num_proc", 0, "data.num_proc must be >= 1; got 0"),
     ("data.max_valid_sentences", -1, "data.max_valid_sentences must be >= 0; got -1"),
     ("data.seed", 2**32, "data.seed must be >= 0 and <= 4294967295; got 4294967296"),
+    ("data.shuffle_buffer", 0, "data.shuffle_buffer must be >= 1; got 0"),
+    ("data.window", 0, "data.window must be >= 1; got 0"),
+    ("data.num_workers", -1, "data.num_workers must be >= 0; got -1"),
+    ("data.worker_timeout", -1.0, "data.worker_timeout must be >= 0.0; got -1.0"),
     # model
     ("model.emb_dim", 0, "model.emb_dim must be >= 1; got 0"),
     ("model.hidden_size", 0, "model.hidden_size must be >= 1; got 0"),
@@ -242,7 +247,8 @@ def test_every_checked_field_has_a_bad_value_in_the_table():
     fields = {f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
     unchecked = {  # plain strings and switches: any value of the right type is fine
         "tokenizer.byte_fallback", "tokenizer.joint", "data.train", "data.valid", "data.test",
-        "data.src_lang", "data.tgt_lang", "model.bidirectional", "model.input_feeding",
+        "data.src_lang", "data.tgt_lang", "data.streaming", "data.skip_bad_lines", "model.bidirectional",
+        "model.input_feeding",
         "model.tie_output", "model.tie_source", "training.out_dir", "training.init_from",
         "training.accelerator", "training.devices", "training.strategy", "training.precision",
         "training.progress_bar", "generation.ban_unk",

@@ -94,7 +94,7 @@ def train(
         raise UserError("nothing to train on: pass --input FILE, or --config with data.train set")
     _quiet_datasets()
 
-    from ..data.corpus import tokenizer_texts
+    from ..data.stream_rows import tokenizer_texts
     from ..data.tokenizer import Tokenizer
 
     src, tgt = tokenizer_texts(cfg, inputs)

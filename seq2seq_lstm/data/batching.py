@@ -87,6 +87,20 @@ class FilterReport:
         )
 
 
+def length_rules(
+    lens: np.ndarray, min_len: int, max_len: int | None, max_ratio: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(too short, too long, over the ratio)`` masks (N,) for pieces per side ``lens`` (sides, N); each
+    pair is blamed on the first rule it breaks (the in-memory filter and the streaming windows share it)."""
+    short = (lens < min_len).any(axis=0)
+    long = ~short & ((lens > max_len).any(axis=0) if max_len is not None else False)
+    ratio = np.zeros_like(short)
+    if max_ratio is not None and len(lens) == 2:
+        r = lens.max(axis=0) / np.maximum(lens.min(axis=0), 1)
+        ratio = ~short & ~long & (r > max_ratio)
+    return short, long, ratio
+
+
 def filter_by_length(
     ds: Dataset, min_len: int, max_len: int | None, max_ratio: float | None = None
 ) -> tuple[Dataset, FilterReport]:
@@ -96,13 +110,7 @@ def filter_by_length(
     side's length floored at 1.
     """
     sides = [column_lengths(ds, c) for c in ("src_ids", "tgt_ids") if c in ds.column_names]
-    lens = np.stack(sides)  # (sides, N)
-    short = (lens < min_len).any(axis=0)
-    long = ~short & ((lens > max_len).any(axis=0) if max_len is not None else False)
-    ratio = np.zeros_like(short)
-    if max_ratio is not None and len(sides) == 2:
-        r = lens.max(axis=0) / np.maximum(lens.min(axis=0), 1)
-        ratio = ~short & ~long & (r > max_ratio)
+    short, long, ratio = length_rules(np.stack(sides), min_len, max_len, max_ratio)
     keep = ~(short | long | ratio)
     report = FilterReport(len(ds), int(short.sum()), int(long.sum()), int(ratio.sum()))
     if not keep.all():

@@ -135,6 +135,14 @@ def _read_tsv(path: Path, columns: dict[str, str], errors: str) -> Iterator[dict
     header = next(lines, None)
     if header is None:
         return
+    width, pos = tsv_header(path, header, columns)
+    for n, text in enumerate(lines):
+        if text.strip():  # blank lines (a trailing one, say) are not rows
+            yield tsv_row(path, text, n, width, pos)
+
+
+def tsv_header(path: Path, header: str, columns: dict[str, str]) -> tuple[int, dict[str, int]]:
+    """``(fields per row, output column -> field index)`` from a TSV header naming the languages."""
     names = header.split("\t")
     missing = [lang for lang in columns.values() if lang not in names]
     if missing:
@@ -142,41 +150,46 @@ def _read_tsv(path: Path, columns: dict[str, str], errors: str) -> Iterator[dict
             f"{path} line 1: the header has columns {', '.join(names)} but no {' or '.join(missing)}; "
             "the header must name the languages, or set data.src_lang / data.tgt_lang to its columns"
         )
-    pos = {out: names.index(lang) for out, lang in columns.items()}
-    for n, text in enumerate(lines):
-        if not text.strip():
-            continue  # blank lines (a trailing one, say) are not rows
-        fields = text.split("\t")
-        if len(fields) != len(names):
-            raise UserError(
-                f"{path} line {n + 2}: {len(fields)} tab-separated fields but the header has {len(names)}; "
-                "sentences may not contain tabs"
-            )
-        yield {"line": n, **{out: fields[i].strip() for out, i in pos.items()}}
+    return len(names), {out: names.index(lang) for out, lang in columns.items()}
+
+
+def tsv_row(path: Path, text: str, n: int, width: int, pos: dict[str, int]) -> dict:
+    """The row of data line ``n`` (0-based, after the header) of a TSV; a wrong field count is an error."""
+    fields = text.split("\t")
+    if len(fields) != width:
+        raise UserError(
+            f"{path} line {n + 2}: {len(fields)} tab-separated fields but the header has {width}; "
+            "sentences may not contain tabs"
+        )
+    return {"line": n, **{out: fields[i].strip() for out, i in pos.items()}}
 
 
 def _read_jsonl(path: Path, columns: dict[str, str], errors: str) -> Iterator[dict]:
     """Rows of JSON lines ``{"translation": {"en": ..., "de": ...}}`` or ``{"en": ..., "de": ...}``."""
     for n, text in enumerate(_lines(path, errors)):
-        if not text.strip():
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            # json's own message can end in "at" ("Unterminated string starting at"): the column follows
-            where = f"{e.msg} column {e.colno}" if e.msg.endswith(" at") else f"{e.msg} at column {e.colno}"
-            raise UserError(f"{path} line {n + 1}: not valid JSON ({where})") from None
-        pair = obj.get("translation", obj) if isinstance(obj, dict) else None
-        row = {"line": n}
-        for out, lang in columns.items():
-            value = pair.get(lang) if isinstance(pair, dict) else None
-            if not isinstance(value, str):
-                example = ", ".join(f'"{x}": "..."' for x in columns.values())
-                raise UserError(
-                    f'{path} line {n + 1}: no text for "{lang}"; expected {{"translation": {{{example}}}}}'
-                )
-            row[out] = value.strip()
-        yield row
+        if text.strip():
+            yield jsonl_row(path, text, n, columns)
+
+
+def jsonl_row(path: Path, text: str, n: int, columns: dict[str, str]) -> dict:
+    """The row of line ``n`` (0-based) of a JSONL corpus; bad JSON or a missing language is an error."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        # json's own message can end in "at" ("Unterminated string starting at"): the column follows
+        where = f"{e.msg} column {e.colno}" if e.msg.endswith(" at") else f"{e.msg} at column {e.colno}"
+        raise UserError(f"{path} line {n + 1}: not valid JSON ({where})") from None
+    pair = obj.get("translation", obj) if isinstance(obj, dict) else None
+    row = {"line": n}
+    for out, lang in columns.items():
+        value = pair.get(lang) if isinstance(pair, dict) else None
+        if not isinstance(value, str):
+            example = ", ".join(f'"{x}": "..."' for x in columns.values())
+            raise UserError(
+                f'{path} line {n + 1}: no text for "{lang}"; expected {{"translation": {{{example}}}}}'
+            )
+        row[out] = value.strip()
+    return row
 
 
 _READERS: dict[str, Callable[..., Iterator[dict]]] = {"tsv": _read_tsv, "jsonl": _read_jsonl}
@@ -235,7 +248,8 @@ def _from_reader(reader: str, paths: list[Path], columns: dict[str, str], errors
     return ds
 
 
-def _from_parquet(path: Path, columns: dict[str, str]) -> Dataset:
+def parquet_sources(path: Path, columns: dict[str, str]) -> dict[str, str]:
+    """Language -> the parquet column that holds it (``en``, or ``translation.en`` in a struct)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -247,18 +261,21 @@ def _from_parquet(path: Path, columns: dict[str, str]) -> Dataset:
         raise UserError(f"{path}: not a parquet file ({e})") from None
     langs = list(columns.values())
     if all(lang in schema.names for lang in langs):
-        sources = {lang: lang for lang in langs}
-    elif "translation" in schema.names and all(
+        return {lang: lang for lang in langs}
+    if "translation" in schema.names and all(
         isinstance(schema.field("translation").type, pa.StructType)
         and schema.field("translation").type.get_field_index(lang) >= 0
         for lang in langs
     ):
-        sources = {lang: f"translation.{lang}" for lang in langs}
-    else:
-        raise UserError(
-            f"{path}: parquet columns are {', '.join(schema.names)}; expected columns "
-            f"{' and '.join(langs)} or a translation struct with those fields"
-        )
+        return {lang: f"translation.{lang}" for lang in langs}
+    raise UserError(
+        f"{path}: parquet columns are {', '.join(schema.names)}; expected columns "
+        f"{' and '.join(langs)} or a translation struct with those fields"
+    )
+
+
+def _from_parquet(path: Path, columns: dict[str, str]) -> Dataset:
+    sources = parquet_sources(path, columns)
     ds = Dataset.from_parquet(str(path))
     if any("." in s for s in sources.values()):
         ds = ds.flatten()

@@ -21,6 +21,8 @@ from .batching import (
     tokenize,
 )
 from .corpus import load_monolingual, load_parallel
+from .stream_rows import stream_source
+from .streaming import StreamingBatches, StreamingLoader, StreamPlan
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class TranslationDataModule(L.LightningDataModule):
         for split in wanted.get(stage, ("train", "valid", "test")):
             if split in self.datasets or (split != "train" and not getattr(self.cfg.data, split)):
                 continue
+            if split == "train" and self.cfg.data.streaming:
+                continue  # read as it is consumed, by train_dataloader's workers
             self.datasets[split], self.reports[split] = load_split(self.cfg, split, self.tokenizer)
 
     def _rank_world(self) -> tuple[int, int]:
@@ -114,8 +118,10 @@ class TranslationDataModule(L.LightningDataModule):
             return None
         return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
-    def train_dataloader(self) -> ResumableDataLoader:
+    def train_dataloader(self) -> ResumableDataLoader | StreamingLoader:
         rank, world = self._rank_world()
+        if self.cfg.data.streaming:
+            return self._streaming_loader(rank, world)
         ds = self.datasets["train"]
         self.train_sampler = make_sampler(ds, self.cfg.data, shuffle=True, rank=rank, world_size=world)
         return ResumableDataLoader(
@@ -125,6 +131,15 @@ class TranslationDataModule(L.LightningDataModule):
             collate_fn=Collator(),
             num_workers=self.num_workers,
         )
+
+    def _streaming_loader(self, rank: int, world: int) -> StreamingLoader:
+        source = stream_source(self.cfg, "train")
+        plan = StreamPlan(source, self.cfg.data, rank=rank, world_size=world)
+
+        def epoch() -> int:
+            return self.trainer.current_epoch if self.trainer is not None else 0
+
+        return StreamingLoader(StreamingBatches(plan, self.tokenizer), consumed=self._consumed, epoch=epoch)
 
     def _eval_loader(self, split: str) -> DataLoader | list:
         if split not in self.datasets:

@@ -492,7 +492,7 @@ def _wait_for(run: RunDir, cfg: Config) -> None:
 
 def train_tokenizer(cfg: Config, out_dir: Path) -> Any:
     """SentencePiece model(s) trained on the training split (source+target, or the LM text)."""
-    from ..data.corpus import tokenizer_texts
+    from ..data.stream_rows import tokenizer_texts
     from ..data.tokenizer import Tokenizer
 
     src, tgt = tokenizer_texts(cfg)
