@@ -43,6 +43,8 @@ SIDES = ("src", "tgt")
 
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+# a UserError raised by the sentence iterator (a streamed corpus's bad line) comes back through C++ as text
+_FROM_ITERATOR = re.compile(r"UserError: (.*)")
 
 
 def _sp_log_level() -> int:
@@ -91,7 +93,10 @@ def train_sentencepiece(texts: Iterable[str], cfg: TokenizerConfig, what: str = 
 
 
 def _user_error(message: str, cfg: TokenizerConfig, what: str) -> Exception:
-    """Turn SentencePiece's RuntimeErrors about the vocabulary size into one actionable line."""
+    """Turn SentencePiece's RuntimeErrors about the vocabulary size, and our own errors from the
+    sentence iterator, into one actionable line."""
+    if m := _FROM_ITERATOR.search(message):
+        return UserError(m.group(1).strip())
     if m := _TOO_HIGH.search(message):
         return UserError(
             f"tokenizer.vocab_size={m.group(1)} is too large for the {what}: SentencePiece can build at "

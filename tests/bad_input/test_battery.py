@@ -200,6 +200,7 @@ HYP_REF = both(
     write("{tmp}/hyp.txt", "the cat sat\na dog\n"), write("{tmp}/ref.txt", "the cat sat\nthe dog\n")
 )
 J00 = b"J\x00"  # the report's struct.error
+STREAM_BAD_TSV = write("{tmp}/bad.tsv", "en\tes\n" + "a b\tc d\n" * 1500 + "no tab here\n" + "e f\tg h\n" * 9)
 PROTO_Q = b"\x80\x02q\x00"  # the report's IndexError
 REFUSED = "holds pickled Python objects, not only tensors; refusing to load it (it could run code)"
 
@@ -268,6 +269,20 @@ TRAIN = [
          setup=lambda at: _edit_record(at.run / "checkpoints" / "last.ckpt", src_vocab="many")),
     Case("train/init-from-missing", ("train", "--config", "{run}/config.yaml", "--set",
          "training.init_from={tmp}/none", "--out-dir", "{tmp}/out"), "{tmp}/none does not exist"),
+    Case("train/stream-file-missing", ("train", "--config", "{run}/config.yaml", "--set",
+         "data.streaming=true", "--set", "data.train={tmp}/none.tsv", "--out-dir", "{tmp}/out"),
+         "corpus file {tmp}/none.tsv does not exist"),
+    Case("train/stream-bad-window", ("train", "--config", "{run}/config.yaml", "--set", "data.streaming=true",
+         "--set", "data.window=0", "--out-dir", "{tmp}/out"), "data.window must be >= 1; got 0"),
+    # the tokenizer's sample reads the stream first and finds the line
+    Case("train/stream-bad-line", ("train", "--config", "{run}/config.yaml", "--set", "data.streaming=true",
+         "--set", "data.train={tmp}/bad.tsv", "--out-dir", "{tmp}/out"),
+         "{tmp}/bad.tsv line 1502: 1 tab-separated fields but the header has 2", setup=STREAM_BAD_TSV),
+    # a fine-tuning run reuses its tokenizer: a DataLoader worker finds the line, mid-training
+    Case("train/stream-bad-line-in-worker", ("train", "--config", "{run}/config.yaml", "--set",
+         "data.streaming=true", "--set", "data.num_workers=2", "--set", "data.train={tmp}/bad.tsv", "--set",
+         "training.init_from={run}", "--out-dir", "{tmp}/out"),
+         "{tmp}/bad.tsv line 1502: 1 tab-separated fields but the header has 2", setup=STREAM_BAD_TSV),
 ]  # fmt: skip
 
 TRANSLATE = [
