@@ -96,10 +96,9 @@ def train(
     start = time.perf_counter()
     t = cfg.training
     run = RunDir(t.out_dir)
-    check_trainer_options(cfg)
+    rank = check_trainer_options(cfg)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    rank = _global_rank()
     if resume:
         check_resume(cfg, run)
     made = _topmost_missing(run.root)  # before the lock file creates the directory
@@ -270,12 +269,17 @@ def _quiet_datasets() -> Iterator[None]:
 # Checks
 
 
-def check_trainer_options(cfg: Config) -> None:
-    """The trainer settings, checked before anything is written to the run directory.
+def check_trainer_options(cfg: Config) -> int:
+    """The trainer settings, checked before anything is written to the run directory; returns this
+    process's global rank as Lightning numbers it.
 
     Lightning finds a bad device option (``devices: abc``, an unknown strategy or precision) only when
     its Trainer is built, after the tokenizer is trained, and says so with a traceback: a throwaway
-    Trainer with the same device options finds it first, and the error becomes one line.
+    Trainer with the same device options finds it first, and the error becomes one line. The same
+    Trainer reads the launch (torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, or ``NODE_RANK`` x devices
+    + ``LOCAL_RANK`` for a manual launch) exactly as the real one will, so the run directory is written
+    by the process that Lightning makes rank 0, and by no other: the main process of node 1 has no
+    ``RANK`` or ``LOCAL_RANK`` of its own, yet is rank ``devices``.
     """
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
@@ -300,7 +304,7 @@ def check_trainer_options(cfg: Config) -> None:
     level = lightning_log.level
     lightning_log.setLevel(logging.WARNING)  # its "GPU available: ..." lines come with the real Trainer
     try:
-        L.Trainer(
+        probe = L.Trainer(
             **_device_options(t, t.precision),  # as asked: cpu_precision's fallback would warn twice
             logger=False,
             enable_checkpointing=False,
@@ -312,6 +316,7 @@ def check_trainer_options(cfg: Config) -> None:
         raise ConfigError(f"Lightning refuses the device options (training.{chosen}): {reason}") from None
     finally:
         lightning_log.setLevel(level)
+    return probe.global_rank
 
 
 def check_accelerator(accelerator: str) -> None:
@@ -406,14 +411,6 @@ def _removed_on_failure(run: RunDir, fresh: _FreshRun | None, trained: Callable[
                 else:
                     path.unlink(missing_ok=True)
         raise
-
-
-def _global_rank() -> int:
-    # set by Lightning's launcher for its child processes, by torchrun and by SLURM
-    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 def _prepare_run(cfg: Config, run: RunDir, resume: bool, overwrite: bool, rank: int) -> Any:
