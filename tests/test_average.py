@@ -4,7 +4,12 @@ the mean of their parameters as a run that loads like any other, and refuses wha
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +18,7 @@ from cli_results import ok, one_error_line
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
-from seq2seq_lstm.checkpoint import CKPT_KEY, MODEL_PREFIX, RunDir, load_for_inference
+from seq2seq_lstm.checkpoint import CKPT_KEY, MODEL_PREFIX, RunDir, load_checkpoint_file, load_for_inference
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config
 from seq2seq_lstm.errors import CheckpointError, ConfigError, UserError
@@ -221,3 +226,36 @@ def test_cli_refusals_are_one_line(run, tmp_path):
     for args, fragment in cases.items():
         line = one_error_line(CliRunner().invoke(main, ["average", str(run), *args]))
         assert line.startswith("Error: ") and fragment in line, (args, line)
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_step_checkpoint_save_leaves_a_run_that_resumes_and_prunes(tmp_path):
+    """kill -9 the instant a step checkpoint's temp file appears (again, resumed, until one kill lands
+    inside a save); the resume clears the temp file, continues from last.ckpt and ends with exactly the
+    newest 2 validation checkpoints."""
+    run = RunDir(tmp_path / "run")
+    sets = [*(f"--set=data.{s}={DATA / s}" for s in ("train", "valid", "test")),
+            "--set=training.num_threads=1", "--set=training.val_every_steps=2",
+            "--set=training.keep_checkpoints=2", "--set=training.progress_bar=false"]  # fmt: skip
+    cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--out-dir", str(run.root)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    launch = [*cmd, "--config", str(TINY), *sets, "--max-steps", "100000"]
+    for _ in range(5):
+        with open(tmp_path / "log", "w") as log:
+            job = subprocess.Popen(launch, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while not list(run.checkpoints.glob(".step-*.ckpt.*.tmp")):
+            assert job.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()
+            time.sleep(0.0005)
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=30)
+        launch = [*cmd, "--resume", "--max-steps", "100000"]
+        if list(run.checkpoints.glob(".step-*.ckpt.*.tmp")):
+            break
+    assert list(run.checkpoints.glob(".step-*.ckpt.*.tmp"))  # a kill hit a save of a step checkpoint
+    end = load_checkpoint_file(run.last_ckpt)["global_step"] + 6
+    done = subprocess.run([*cmd, "--resume", "--max-steps", str(end)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(run.step_ckpts()) == [end - 2, end]
+    assert not list(run.checkpoints.glob(".*.tmp"))
