@@ -91,6 +91,16 @@ async function attach(suggester) {
 
 async function typeScripted(suggester, textsUrl) {
   const texts = await (await fetchOk(textsUrl)).json();
+  const model = suggester.model;
+  const step = model.step;
+  const spent = { steps: 0, stepMs: 0 }; // model steps of a keystroke, and their time
+  model.step = async (...args) => {
+    const t0 = performance.now();
+    const out = await step(...args);
+    spent.steps += 1;
+    spent.stepMs += performance.now() - t0;
+    return out;
+  };
   const results = [];
   for (const text of texts) {
     const session = await suggester.session().start();
@@ -98,11 +108,12 @@ async function typeScripted(suggester, textsUrl) {
     for (let i = 0; i <= chars.length; i++) {
       const typed = chars.slice(0, i).join("");
       $("text").value = typed;
+      Object.assign(spent, { steps: 0, stepMs: 0 });
       const t0 = performance.now();
       const words = await session.suggest(typed);
       show(words, () => {});
       const ms = performance.now() - t0;
-      results.push({ text: typed, words: words.map((w) => w.word), probs: words.map((w) => w.prob), ms });
+      results.push({ text: typed, words: words.map((w) => w.word), probs: words.map((w) => w.prob), ms, ...spent });
     }
   }
   return results;

@@ -58,10 +58,12 @@ class _Handler(SimpleHTTPRequestHandler):
 
 def type_in_browser(folder: str | os.PathLike, texts: list[str], timeout: float = 120.0) -> dict:
     """Serve ``folder`` (an ``s2s export --format web`` folder), let the page type each of ``texts``
-    keystroke by keystroke in headless Chromium, and return its report: ``{"loadMs", "results":
-    [{"text", "words", "probs", "ms"}, ...], "userAgent"}``, one result per prefix of each text
-    (the empty one included). Raises RuntimeError when the page reports an error, or says nothing
-    within ``timeout`` seconds (with the browser's last output)."""
+    keystroke by keystroke in headless Chromium, and return its report: ``{"loadMs", "results": [{"text",
+    "words", "probs", "ms", "steps", "stepMs"}, ...], "userAgent"}``, one result per prefix of each text
+    (the empty one included): the words shown and their probabilities, the keystroke's time from the
+    text to the words on screen, and the model steps it ran with their share of that time. Raises
+    RuntimeError when the page reports an error, or says nothing within ``timeout`` seconds (with the
+    browser's last output)."""
     browser = find_browser()
     if browser is None:
         raise RuntimeError(f"no headless Chromium on PATH (looked for {', '.join(BROWSERS)})")
