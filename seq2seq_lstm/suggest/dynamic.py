@@ -174,6 +174,27 @@ class DynamicAdapter:
         for sentence in sentences:
             self._learn([sentence], budget=False)
 
+    def document_log_likelihood(self, documents, learn: bool = True) -> tuple[float, int]:
+        """Summed log-probability of the pieces (EOS included) of ``documents`` read in order, each
+        sentence scored before it is learned, the adapter reset before each document; and the number
+        of pieces. Krause et al.'s measure, a fast one to tune ``lr`` with (no keystroke simulation);
+        ``learn=False`` gives the trained model's figure on the same pieces."""
+        total, pieces = 0.0, 0
+        for document in documents:
+            self.reset()
+            for sentence in document:
+                batch = self._batch([sentence])
+                if batch is None:
+                    continue
+                with torch.inference_mode():
+                    logits = self._model(batch[0])  # (1, T, V)
+                    total -= float(F.cross_entropy(logits[0], batch[1][0], reduction="sum"))
+                pieces += batch[1].numel()
+                if learn:
+                    self.commit(sentence, start=True, end=True)
+        self.reset()
+        return total, pieces
+
     # ------------------------------------------------------------------------------------ learning
 
     def _learn(self, sentences: list[str], budget: bool = True) -> None:
