@@ -41,8 +41,9 @@ import torch
 
 from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file
 from seq2seq_lstm.config import load_config
+from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.training.run_lock import LOCK_NAME
-from seq2seq_lstm.training.trainer import check_trainer_options
+from seq2seq_lstm.training.trainer import check_trainer_options, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -311,23 +312,53 @@ def launch_env(monkeypatch):
     rank_zero_only.rank, utils_rank_zero_only.rank = ranks
 
 
+# what torchrun gives the process of node 1 (--nnodes 2 --nproc-per-node 1), and srun task 1 of 2 nodes
+TORCHRUN_RANK_1 = {"RANK": "1", "LOCAL_RANK": "0", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "1",
+                   "WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "none", "MASTER_ADDR": "127.0.0.1",
+                   "MASTER_PORT": "29500"}  # fmt: skip
+SLURM_TASK_1 = {"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2",
+                "SLURM_PROCID": "1", "SLURM_LOCALID": "0", "SLURM_NODEID": "1",
+                "SLURM_JOB_NAME": "s2s-train"}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("env", "devices", "rank"),
+    ("env", "nodes", "devices", "rank", "together"),
     [
-        ({}, "1", 0),
-        ({"NODE_RANK": "0"}, "1", 0),
-        ({"NODE_RANK": "1"}, "1", 1),  # the main process of node 1: no RANK, no LOCAL_RANK
-        ({"NODE_RANK": "1"}, "2", 2),  # ... before it starts its local rank 1 (global rank 3)
-        ({"NODE_RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}, "2", 3),
-        ({"RANK": "1", "LOCAL_RANK": "0", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "1", "WORLD_SIZE": "2",
-          "TORCHELASTIC_RUN_ID": "none", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "1", 1),
-        ({"SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "2", "SLURM_PROCID": "1",
-          "SLURM_LOCALID": "0", "SLURM_NODEID": "1", "SLURM_JOB_NAME": "s2s-train"}, "1", 1),
+        ({}, 1, "1", 0, False),
+        ({}, 1, "2", 0, False),  # Lightning's launcher starts rank 1 once rank 0 has built its Trainer
+        ({"NODE_RANK": "0", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}, 1, "2", 1, False),  # ... that rank 1
+        ({}, 2, "1", 0, True),
+        ({"NODE_RANK": "0"}, 2, "1", 0, True),
+        ({"NODE_RANK": "1"}, 2, "1", 1, True),  # the main process of node 1: no RANK, no LOCAL_RANK
+        ({"NODE_RANK": "1"}, 2, "2", 2, True),  # ... before it starts its local rank 1 (global rank 3)
+        ({"NODE_RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "4"}, 2, "2", 3, True),
+        (TORCHRUN_RANK_1, 2, "1", 1, True),
+        ({**TORCHRUN_RANK_1, "GROUP_RANK": "0", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}, 1, "2", 1, True),
+        (SLURM_TASK_1, 2, "1", 1, True),
     ],
 )  # fmt: skip
-def test_the_rank_that_writes_is_lightnings(launch_env, tmp_path, env, devices, rank):
+def test_the_rank_that_writes_is_lightnings(launch_env, tmp_path, env, nodes, devices, rank, together):
     for key, value in env.items():
         launch_env.setenv(key, value)
     cfg = load_config(TINY, [f"training.out_dir={tmp_path}", "training.accelerator=cpu",
-                             f"training.devices={devices}", "training.num_nodes=2"])  # fmt: skip
-    assert check_trainer_options(cfg) == rank
+                             f"training.devices={devices}", f"training.num_nodes={nodes}"])  # fmt: skip
+    launch = check_trainer_options(cfg)
+    assert (launch.rank, launch.world_size, launch.started_together) == (rank, nodes * int(devices), together)
+
+
+def test_overwrite_is_refused_when_ranks_start_together(launch_env, tmp_path):
+    """Node 1 would load the old run's tokenizer while rank 0 deletes it: refused on every rank, before
+    any of them touches the directory (so none waits for the others)."""
+    for key, value in SLURM_TASK_1.items():
+        launch_env.setenv(key, value)
+    run = tmp_path / "run"
+    (run / "tokenizer").mkdir(parents=True)
+    cfg = load_config(TINY, [f"training.out_dir={run}", "training.accelerator=cpu", "training.num_nodes=2"])
+    with pytest.raises(UserError) as e:
+        train(cfg, overwrite=True)
+    assert str(e.value) == (
+        "--overwrite cannot start over a run whose processes start together (several nodes, torchrun, "
+        f"SLURM): the other ranks could read the old run while rank 0 deletes it; delete {run} first, or "
+        "train into another --out-dir"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["tokenizer"]

@@ -96,7 +96,10 @@ def train(
     start = time.perf_counter()
     t = cfg.training
     run = RunDir(t.out_dir)
-    rank = check_trainer_options(cfg)
+    launch = check_trainer_options(cfg)
+    if overwrite:
+        check_overwrite(launch, run)
+    rank = launch.rank
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     if resume:
@@ -269,9 +272,20 @@ def _quiet_datasets() -> Iterator[None]:
 # Checks
 
 
-def check_trainer_options(cfg: Config) -> int:
-    """The trainer settings, checked before anything is written to the run directory; returns this
-    process's global rank as Lightning numbers it.
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started, as Lightning sees it before training."""
+
+    rank: int  # global rank: 0 writes the run directory
+    world_size: int
+    # every process starts at once (other nodes, torchrun, SLURM), rather than being started by rank 0
+    # after it has prepared the run directory (Lightning's own launcher on one node)
+    started_together: bool
+
+
+def check_trainer_options(cfg: Config) -> Launch:
+    """The trainer settings, checked before anything is written to the run directory; returns how
+    this process was launched.
 
     Lightning finds a bad device option (``devices: abc``, an unknown strategy or precision) only when
     its Trainer is built, after the tokenizer is trained, and says so with a traceback: a throwaway
@@ -281,6 +295,7 @@ def check_trainer_options(cfg: Config) -> int:
     by the process that Lightning makes rank 0, and by no other: the main process of node 1 has no
     ``RANK`` or ``LOCAL_RANK`` of its own, yet is rank ``devices``.
     """
+    from lightning.fabric.plugins.environments import LightningEnvironment
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     t = cfg.training
@@ -316,7 +331,22 @@ def check_trainer_options(cfg: Config) -> int:
         raise ConfigError(f"Lightning refuses the device options (training.{chosen}): {reason}") from None
     finally:
         lightning_log.setLevel(level)
-    return probe.global_rank
+    # on one node only Lightning's own launcher (LightningEnvironment) starts ranks after rank 0 is ready
+    own = isinstance(getattr(probe.strategy, "cluster_environment", None), LightningEnvironment)
+    together = probe.num_nodes > 1 or (probe.world_size > 1 and not own)
+    return Launch(probe.global_rank, probe.world_size, together)
+
+
+def check_overwrite(launch: Launch, run: RunDir) -> None:
+    """``--overwrite`` needs the other ranks to start after rank 0 has cleared and refilled the run
+    directory, as Lightning's launcher starts them on one node; ranks that start together (other
+    nodes, torchrun, SLURM) could load the old tokenizer while rank 0 deletes it."""
+    if launch.started_together:
+        raise UserError(
+            "--overwrite cannot start over a run whose processes start together (several nodes, torchrun, "
+            f"SLURM): the other ranks could read the old run while rank 0 deletes it; delete {run.root} "
+            "first, or train into another --out-dir"
+        )
 
 
 def check_accelerator(accelerator: str) -> None:
