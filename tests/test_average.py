@@ -118,6 +118,12 @@ def test_average_states_is_the_mean_in_the_original_dtype():
     assert mean["h"].dtype == torch.float16 and mean["h"].item() == 1.0
     assert torch.equal(mean["n"], torch.tensor([11]))  # not a float: the last one's
     assert a["w"][0, 0] == 1.0  # the inputs are untouched
+    d = {"w": torch.tensor([1.0, 3.0], dtype=torch.float64)}
+    e = {"w": torch.tensor([3.0, 5.0], dtype=torch.float64)}
+    assert torch.equal(
+        average_states([("d", d), ("e", e)])["w"], torch.tensor([2.0, 4.0], dtype=torch.float64)
+    )
+    assert d["w"].tolist() == [1.0, 3.0]  # float64 too: the sum is a copy, not the first state itself
 
 
 def test_average_states_accumulates_in_float64():
@@ -204,6 +210,11 @@ def test_different_shapes_are_refused(run, tmp_path):
     with pytest.raises(CheckpointError, match=f"{path}: parameter {name[len(MODEL_PREFIX) :]} is \\(3, 3\\)"):
         average_run(run, last=3, out=tmp_path / "avg")
     assert not (tmp_path / "avg").exists() and not any(p.name.startswith(".") for p in tmp_path.iterdir())
+
+
+def test_different_parameter_names_are_refused():
+    with pytest.raises(CheckpointError, match="b has parameter extra but a does not"):
+        average_states([("a", {"w": torch.zeros(2)}), ("b", {"w": torch.zeros(2), "extra": torch.zeros(1)})])
 
 
 def test_different_tokenizers_are_refused(run, tmp_path):

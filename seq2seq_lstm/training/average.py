@@ -132,7 +132,7 @@ def average_states(named_states: Iterable[tuple[str, Mapping[str, Tensor]]]) -> 
             elif key in total:
                 total[key] += value.to(torch.float64)
             else:
-                total[key] = value.to(torch.float64)  # a copy: the sum never writes into a checkpoint
+                total[key] = value.to(torch.float64, copy=True)  # the sum never writes into a state
         count += 1
     if first is None:
         raise UserError("nothing to average: no checkpoints given")
@@ -143,7 +143,9 @@ def average_states(named_states: Iterable[tuple[str, Mapping[str, Tensor]]]) -> 
 
 
 def _check_same_shapes(a: Mapping[str, Tensor], b: Mapping[str, Tensor], a_name: str, b_name: str) -> None:
-    for key in sorted(set(a) ^ set(b)):
+    unshared = sorted(set(a) ^ set(b))
+    if unshared:
+        key = unshared[0]
         has, lacks = (a_name, b_name) if key in a else (b_name, a_name)
         raise CheckpointError(
             f"{has} has parameter {key} but {lacks} does not; average checkpoints of one model"
