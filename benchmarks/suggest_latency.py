@@ -17,13 +17,17 @@ more keystrokes to compute when they come.
 
     python benchmarks/suggest_latency.py --checkpoint runs/lm-en
     python benchmarks/suggest_latency.py --checkpoint runs/lm-a --checkpoint runs/lm-b   # an ensemble
+    # the torch weight types and the ONNX Runtime engine over `s2s export` folders, in one run
+    python benchmarks/suggest_latency.py --checkpoint runs/lm-en --dtypes float32,int8 \
+        --onnx exports/lm-en --onnx exports/lm-en-int8
     # no trained model yet: the default LM's shapes with random weights (timing only)
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
 The weight types are those of ``s2s suggest --dtype``
 (:func:`seq2seq_lstm.decoding.quantize.convert_weights`): bfloat16 converts every weight; int8
 quantizes the decoder's cells, output layers and embedding (dynamic int8: a step is bound by reading
-the weights, and int8 reads a quarter of fp32's bytes).
+the weights, and int8 reads a quarter of fp32's bytes). ``--onnx DIR`` times `s2s suggest --engine onnx`
+over an export folder (its model size: the graphs on disk), on one ONNX Runtime thread.
 """
 
 from __future__ import annotations
@@ -108,6 +112,17 @@ def build(args) -> tuple[list[nn.Module], object, object]:
     return [build_model(cfg, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size).eval()], cfg, tokenizer
 
 
+def suggesters(args, models: list[nn.Module], cfg, tokenizer):
+    """(name, Suggester, model MB) per torch weight type of ``--dtypes``, then per ``--onnx`` folder."""
+    for name in args.dtypes.split(","):
+        variants = [convert_weights(copy.deepcopy(model), name) for model in models]
+        variant = variants[0] if len(variants) == 1 else EnsembleDecoder(variants)
+        yield name, Suggester.from_config(variant, tokenizer, cfg), sum(model_megabytes(v) for v in variants)
+    for folder in args.onnx:
+        graphs = sum(f.stat().st_size for f in Path(folder).glob("*.onnx")) / 2**20
+        yield f"onnx-{Path(folder).name}", Suggester.from_export(folder, threads=1), graphs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
@@ -120,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transcript", default="data/en-mono/test.txt", help="sentences to type")
     parser.add_argument("--sentences", type=int, default=100, help="sentences of the transcript to type")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated weight types to time")
+    parser.add_argument(
+        "--onnx", action="append", default=[], help="also time --engine onnx over this export folder (repeat)"
+    )
     parser.add_argument(
         "--prefetch",
         default="off",
@@ -147,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     sentences = [s for s in Path(args.transcript).read_text(encoding="utf-8").splitlines() if s.strip()]
     sentences = sentences[: args.sentences]
     results = {"transcript": args.transcript, "sentences": len(sentences), "threads": 1, "variants": {}}
-    for name in args.dtypes.split(","):
-        variants = [convert_weights(copy.deepcopy(model), name) for model in models]
-        variant = variants[0] if len(variants) == 1 else EnsembleDecoder(variants)
-        suggester = Suggester.from_config(variant, tokenizer, cfg)
+    for name, suggester, megabytes in suggesters(args, models, cfg, tokenizer):
         for chars in prefetches:
             got = replay(suggester, sentences, chars, gap_ms=args.gap_ms)
             ms, steps = got["ms"], got["steps"]
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mean_ms": round(float(ms.mean()), 3),
                 "steps_mean": round(float(steps.mean()), 2),
                 "no_step": round(float((steps == 0).mean()), 3),  # share of keystrokes with no model step
-                "model_mb": round(sum(model_megabytes(v) for v in variants), 2),
+                "model_mb": round(megabytes, 2),
             }
             if chars is not None:
                 idle = got["idle_ms"]
