@@ -141,21 +141,18 @@ def test_javascript_piece_table_allows_what_python_allows(web_export):
 
 
 def test_export_web_refuses_a_translation_run(tmp_path):
-    try:
-        build.npm_files()
-    except UserError as error:
-        need(str(error))
     run = make_run(tmp_path / "mt")
     line = one_error_line(s2s("export", run, "--format", "web", "--out", tmp_path / "page"))
     assert line == f"Error: {run} is a translation model; the web page suggests words with a language model"
     assert not (tmp_path / "page").exists() and [p.name for p in tmp_path.iterdir()] == ["mt"]
 
 
-def test_export_web_says_how_to_get_missing_npm_files(tmp_path, monkeypatch):
+def test_export_web_says_how_to_get_missing_npm_files(lm_run, tmp_path, monkeypatch):
     monkeypatch.setattr(build, "WEB_DIR", tmp_path / "web")
-    line = one_error_line(s2s("export", tmp_path / "run", "--format", "web", "--out", tmp_path / "page"))
+    line = one_error_line(s2s("export", lm_run, "--format", "web", "--out", tmp_path / "page"))
     assert line == (
         f"Error: the web page's npm files are missing ({tmp_path / 'web/node_modules/onnxruntime-web/dist'}"
         f"/ort.wasm.min.mjs); install them once with `npm ci --prefix {tmp_path / 'web'}` (Node.js and the "
         "npm registry needed)"
     )
+    assert not (tmp_path / "page").exists()

@@ -62,19 +62,20 @@ def export_web(run: str | os.PathLike, out: str | os.PathLike, int8: bool = Fals
 
     Built under a temporary name beside ``out`` and renamed into place, like every export.
     """
+    from ..checkpoint import load_run_config, locate_run
     from ..export.exporter import export_run
 
     out = Path(out)
-    files = npm_files()
     if os.path.lexists(out):
         raise UserError(f"--out {out} already exists; give a new folder (an export never writes over one)")
+    task = load_run_config(locate_run(run)).task
+    if task != "lm":
+        raise UserError(f"{run} is a {task} model; the web page suggests words with a language model")
+    files = npm_files()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.web."))
     try:
         folder = export_run(run, tmp / "export", int8=int8)
-        task = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["task"]
-        if task != "lm":
-            raise UserError(f"{run} is a {task} model; the web page suggests words with a language model")
         for name in PAGE_FILES:
             shutil.copyfile(WEB_DIR / name, folder / name)
         write_pieces(folder / "tokenizer.model", folder / PIECES_FILE)
