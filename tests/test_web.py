@@ -113,12 +113,16 @@ def test_javascript_word_rules_parse_like_python():
              "Done!\u201d Next", "e.g. the", "a\u2019", "\u200bzero", "tab\tsep",
              "x" * 50, "word " * 30]  # fmt: skip
     script = (
-        "import { parseTyped } from './words.js';"
-        f"console.log(JSON.stringify({json.dumps(texts)}.map((t) => parseTyped(t, 64, true))));"
+        "import { parseTyped, splitPartial } from './words.js'; const texts = " + json.dumps(texts) + ";"
+        "console.log(JSON.stringify([texts.map((t) => parseTyped(t, 64, true)), texts.map(splitPartial)]));"
     )
     parsed = [parse_typed(t, 64) for t in texts]
     expected = [None if p is None else dataclasses.asdict(p) for p in parsed]
-    assert node(script) == expected
+    got, split = node(script)
+    assert got == expected
+    # the page replaces the typed part of a word with the word picked: the part the suggester completed
+    assert [s[1] for s, p in zip(split, parsed, strict=True) if p] == [p.partial for p in parsed if p]
+    assert ["".join(parts) for parts in split] == texts
 
 
 def test_javascript_piece_table_allows_what_python_allows(web_export):

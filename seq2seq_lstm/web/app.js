@@ -9,6 +9,7 @@ import { SentencePieceProcessor } from "./vendor/sentencepiece.js";
 import * as ort from "./vendor/ort.wasm.min.mjs";
 import { PieceTable } from "./pieces.js";
 import { Suggester } from "./suggester.js";
+import { splitPartial } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -76,9 +77,7 @@ async function attach(suggester) {
     if (ticket === asked) show(words, pick);
   };
   const pick = (word) => {
-    const text = field.value;
-    const partial = text.match(/[^\s\p{P}\p{S}]*$/u)[0];
-    field.value = `${text.slice(0, text.length - partial.length)}${word} `;
+    field.value = `${splitPartial(field.value)[0]}${word} `; // the word replaces its typed part
     field.focus();
     update();
   };

@@ -73,3 +73,12 @@ export function parseTyped(text, maxChars, sentenceScope = true) {
   if (isSpace(lastChar)) return { context: squeeze(context), partial, join: SPACE };
   return { context: squeeze(context), partial, join: partial ? GLUED : EITHER };
 }
+
+/** [the text before the word being typed, the typed part of that word], by parseTyped's rule. */
+export function splitPartial(text) {
+  const chars = Array.from(text);
+  let end = chars.length;
+  while (end > 0 && isWordChar(chars[end - 1])) end -= 1;
+  while (end < chars.length && APOSTROPHES.has(chars[end])) end += 1;
+  return [chars.slice(0, end).join(""), chars.slice(end).join("")];
+}
