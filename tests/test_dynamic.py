@@ -118,7 +118,7 @@ def test_bad_settings_are_named(lm, tokenizer):
     suggester = Suggester(lm, tokenizer)
     with pytest.raises(UserError, match="dynamic evaluation has no setting 'weight'; choose from budget_ms"):
         build_adapter("dynamic", suggester, {"weight": 0.1})
-    with pytest.raises(UserError, match="params must be one of all, output; got 'some'"):
-        DynamicSettings(params="some")
+    with pytest.raises(UserError, match="steps must be a whole number >= 1; got 0"):
+        build_adapter("dynamic", suggester, {"steps": 0.0})
     with pytest.raises(UserError, match="lr must be a positive number; got -1"):
         DynamicSettings(lr=-1)

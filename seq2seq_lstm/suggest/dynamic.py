@@ -40,7 +40,6 @@ from ..model.seq2seq import LanguageModel
 from ..vocab import BOS_ID, EOS_ID, PAD_ID
 from .words import _SENTENCE_END, word_spans
 
-PARAM_SETS = ("all", "output")  # which weights learn: every one, or the output layer's bias + projection
 TIMINGS_KEPT = 8  # recent step times the budget's prediction looks at
 MAX_SENTENCES_KEPT = 2000  # committed sentences a user model keeps (replayed by load_state)
 _INT8 = (Int8Linear, Int8Embedding, Int8Cell)
@@ -52,7 +51,7 @@ class DynamicSettings:
 
     lr: float = 0.1  # SGD step on the mean piece cross-entropy: tuned on tuning documents (suggestion.md)
     steps: int = 1  # gradient steps per committed sentence
-    params: str = "all"  # "all" weights, or "output": the output bias and the projection before it
+    output_only: bool = False  # only the output layer's bias and the projection before it learn
     decay: float = 0.0  # per step, pull the weights this share of the way back to the trained ones
     budget_ms: float = 20.0  # adaptation time per committed word; steps predicted to exceed it are skipped
     max_pieces: int = 128  # pieces of a sentence learned from (a longer one is cut)
@@ -62,10 +61,6 @@ class DynamicSettings:
             raise UserError(f"the dynamic evaluation lr must be a positive number; got {self.lr}")
         if self.steps != int(self.steps) or self.steps < 1:
             raise UserError(f"the dynamic evaluation steps must be a whole number >= 1; got {self.steps}")
-        if self.params not in PARAM_SETS:
-            raise UserError(
-                f"the dynamic evaluation params must be one of {', '.join(PARAM_SETS)}; got {self.params!r}"
-            )
         if not 0.0 <= self.decay < 1.0:
             raise UserError(f"the dynamic evaluation decay must be in [0, 1); got {self.decay}")
         if not self.budget_ms > 0.0:
@@ -101,7 +96,7 @@ class DynamicAdapter:
         self._model = copy.deepcopy(base).eval()  # the adapted copy: dropout stays off
         self._model.decoder.gate_table = None  # a table of the trained embedding's gates would go stale
         pairs = list(zip(self._model.parameters(), base.parameters(), strict=True))
-        learning = _learning_ids(self._model, self.settings.params)
+        learning = _learning_ids(self._model, self.settings.output_only)
         for p, _ in pairs:
             p.requires_grad_(id(p) in learning)
         self._learn_pairs = [(p, p0) for p, p0 in pairs if id(p) in learning]
@@ -115,7 +110,8 @@ class DynamicAdapter:
 
     @classmethod
     def from_suggester(cls, suggester, options: dict) -> DynamicAdapter:
-        """``options``: any field of :class:`DynamicSettings` ("lr", "steps", "params", ...)."""
+        """``options``: any field of :class:`DynamicSettings` ("lr", "steps", ...), as numbers
+        (``--adapt-option``: output_only=1 for True)."""
         known = {f.name for f in fields(DynamicSettings)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -124,6 +120,8 @@ class DynamicAdapter:
             )
         if "steps" in options:
             options = {**options, "steps": int(options["steps"])}
+        if "output_only" in options:
+            options = {**options, "output_only": bool(options["output_only"])}
         return cls(suggester.model, suggester.tokenizer, DynamicSettings(**options))
 
     # ------------------------------------------------------------------------------- the interface
@@ -284,10 +282,10 @@ def _check_adaptable(model: nn.Module) -> None:
         )
 
 
-def _learning_ids(model: nn.Module, params: str) -> set[int]:
+def _learning_ids(model: nn.Module, output_only: bool) -> set[int]:
     """ids of the parameters that learn: all, or the output side (the output layer's bias, its weight
     unless it is the tied input embedding, and the H -> E projection before it)."""
-    if params == "all":
+    if not output_only:
         return {id(p) for p in model.parameters()}
     dec = model.decoder
     chosen = {id(dec.generator.bias)} if dec.generator.bias is not None else set()
