@@ -82,6 +82,16 @@ def test_resume_keeps_pruning(run):
     assert list(RunDir(run).step_ckpts()) == [10, 12, 14]
 
 
+def test_resume_falls_back_to_the_newest_step_checkpoint(run, caplog):
+    last = RunDir(run).last_ckpt
+    last.write_bytes(last.read_bytes()[:1000])  # damaged: a crash while it was written
+    sets = ("training.max_steps=12", "training.val_every_steps=2", "training.keep_checkpoints=3")
+    with caplog.at_level("WARNING"):
+        summary = train(tiny_config(run, *sets), resume=True)
+    assert f"resuming from {RunDir(run).step_ckpt(10)} (step 10)" in caplog.text
+    assert summary.steps == 12 and list(RunDir(run).step_ckpts()) == [8, 10, 12]
+
+
 def test_prune_drops_the_oldest_and_those_after_the_current_step(tmp_path):
     run = RunDir(tmp_path)
     run.checkpoints.mkdir()
