@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..suggest.adapt import ADAPT_CHOICES
 from .options import (
     PathType,
     check_engine,
@@ -17,10 +18,32 @@ from .options import (
 )
 
 FORMATS = ("text", "json")
+ADAPT_OPTION = click.option(
+    "--adapt-option",
+    "adapt_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A setting of the adaptation method, e.g. weight=0.2 for the cache (docs/suggestion.md); "
+    "repeatable.",
+)
 MAX_BOOTSTRAP = 100_000  # suggest_eval.MAX_BOOTSTRAP, repeated so that --help need not import torch
 DTYPE_OPTION = dtype_option(
     "Weight type: bfloat16 or int8 (dynamic quantization) answer faster; probabilities change a little."
 )
+
+
+def _adapt_options(pairs: tuple[str, ...]) -> dict[str, float]:
+    """``--adapt-option KEY=VALUE`` pairs as numbers; a malformed one is a one-line error."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise click.ClickException(f"--adapt-option {pair!r}: give KEY=NUMBER, e.g. weight=0.2")
+    return out
 
 
 def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
@@ -66,6 +89,15 @@ def _print_suggestions(text: str, suggestions: list, fmt: str) -> None:
     help="Read one text a line and show suggestions after each [default: when TEXT is not given "
     "and stdin is a terminal]. End a line with a space for the next word.",
 )
+@click.option(
+    "--user-model",
+    type=PathType(dir_okay=False),
+    default=None,
+    help="JSON file of what the suggestions learned from your words (created if missing, updated after "
+    "each text): words you use come back. Nothing else is written.",
+)
+@click.option("--forget", is_flag=True, help="Erase the --user-model file first (alone: erase it and exit).")
+@ADAPT_OPTION
 def suggest(
     checkpoints: tuple[str, ...],
     text: str | None,
@@ -76,23 +108,39 @@ def suggest(
     dtype: str,
     encoding_errors: str,
     interactive: bool | None,
+    user_model: str | None,
+    forget: bool,
+    adapt_options: tuple[str, ...],
 ) -> None:
     """Suggest the next word for TEXT, or complete the word TEXT ends in.
 
     Without TEXT, every line read from stdin is a text to suggest for (interactively at a terminal).
+    With --user-model, the words of each text that a space or punctuation ends are learned and saved.
     """
     import torch
 
     from ..files import check_text, read_lines
+    from ..suggest.user_model import UserModel
 
     for value, name in ((text, "TEXT"), (source, "--source")):
         if value is not None:
             check_text(value, name)
+    if (forget or adapt_options) and not user_model:
+        raise click.ClickException(f"{'--forget' if forget else '--adapt-option'} needs --user-model FILE")
+    options = _adapt_options(adapt_options)
     torch.set_num_threads(1)  # one keystroke is a handful of small steps: threads only add overhead
     suggester = _suggester(checkpoints, engine, dtype)
-    session = suggester.session(source)
+    user = UserModel(user_model, suggester, options, forget=forget) if user_model else None
+    if user and forget and text is None and not interactive:
+        click.echo(
+            f"{user_model}: {'erased' if user.forgotten else 'no such file, nothing to erase'}", err=True
+        )
+        return
+    session = suggester.session(source, adapter=user.adapter if user else None)
     if text is not None and not interactive:
         _print_suggestions(text, session.suggest(text, k), fmt)
+        if user:
+            user.save()
         return
     prompt = sys.stdin.isatty() if interactive is None else interactive
     if prompt and fmt == "text":
@@ -101,6 +149,10 @@ def suggest(
         )
     for line in read_lines("-", encoding_errors):
         _print_suggestions(line, session.suggest(line, k), fmt)
+        if user and prompt:
+            user.save()  # after each line: an interrupted session keeps what it learned
+    if user:
+        user.save()
 
 
 @click.command("suggest-eval")
@@ -162,6 +214,28 @@ def suggest(
     default=None,
     help="Also write the JSON report to this file.",
 )
+@click.option(
+    "--adapt",
+    type=click.Choice(ADAPT_CHOICES),
+    default="none",
+    show_default=True,
+    help="Adapt to the text as it is typed: FILE's sentences are typed in order and every metric is "
+    "reported without and with adaptation, with paired bootstrap intervals of the difference.",
+)
+@click.option(
+    "--documents",
+    is_flag=True,
+    help="FILE holds documents: one sentence a line, a blank line between documents; adaptation is "
+    "reset between them and the bootstrap resamples documents.",
+)
+@ADAPT_OPTION
+@click.option(
+    "--tune",
+    default=None,
+    metavar="W1,W2,...",
+    help="With --adapt cache: keystroke savings on FILE for each starting cache weight, best first "
+    "(the network's answers computed once), instead of the report.",
+)
 def suggest_eval(
     checkpoints: tuple[str, ...],
     file: str,
@@ -175,9 +249,16 @@ def suggest_eval(
     dtype: str,
     encoding_errors: str,
     output: str | None,
+    adapt: str,
+    documents: bool,
+    adapt_options: tuple[str, ...],
+    tune: str | None,
 ) -> None:
     """Keystroke evaluation on FILE (one sentence a line): top-1/top-3 accuracy with 0-3 typed
-    characters, MRR, keystroke savings and per-word perplexity, with 95% bootstrap intervals."""
+    characters, MRR, keystroke savings and per-word perplexity, with 95% bootstrap intervals.
+
+    With --adapt, FILE is typed in order (with --documents: document by document) with and without
+    adaptation."""
     import torch
 
     from ..files import atomic_write_text, check_output
@@ -186,11 +267,31 @@ def suggest_eval(
 
     if output:
         check_output(output, "-o")
+    adapting = adapt != "none" or documents or adapt_options or tune
+    if adapting and sources:
+        raise click.ClickException(
+            "--adapt, --documents and --tune work with language models; drop --sources"
+        )
+    if tune and adapt != "cache":
+        raise click.ClickException("--tune tunes the cache's weight: give --adapt cache")
+    options = _adapt_options(adapt_options)
     sentences, source_lines = _sentences(file, sources, max_sentences, encoding_errors)
     torch.set_num_threads(1)
     suggester = _suggester(checkpoints, engine, dtype)
-    report = evaluate_suggestions(suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
+    if tune:
+        _tune(suggester, _documents(sentences, documents), options, tune, k)
+        return
+    if adapting:
+        report = _adaptation_report(
+            suggester, _documents(sentences, documents), adapt, options, k, mrr_k, bootstrap
+        )
+    else:
+        report = evaluate_suggestions(
+            suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap
+        )
     data = report.to_dict() | {"checkpoints": list(checkpoints), "file": file}
+    if adapting:
+        data["adapt_options"] = options
     if output:
         atomic_write_text(output, json.dumps(data, indent=2) + "\n")
         if stdout_is_closed():
@@ -206,6 +307,51 @@ def _suggester(checkpoints: tuple[str, ...], engine: str, dtype: str):
     if engine == "onnx":
         return Suggester.from_export(checkpoints[0], threads=1)
     return Suggester.from_checkpoint(list(checkpoints), dtype=dtype)
+
+
+def _documents(lines: list[str], documents: bool) -> list[list[str]]:
+    """FILE as documents (``--documents``: split at blank lines) or as one document."""
+    from ..suggest.keystrokes import split_documents
+
+    return split_documents(lines) if documents else [[line for line in lines if line.strip()]]
+
+
+def _adaptation_report(suggester, docs, adapt: str, options: dict, k: int, mrr_k: int, bootstrap: int):
+    """The documents typed in order without and with the adapter; an adapter that only rescores
+    replays the plain pass's answers (:class:`~seq2seq_lstm.suggest.tune.SharedAnswers`)."""
+    from ..suggest.adapt import build_adapter
+    from ..suggest.keystrokes import evaluate_adaptation
+    from ..suggest.tune import SharedAnswers
+
+    adapter = build_adapter(adapt, suggester, options)
+    shared = suggester.task == "lm" and (adapter is None or not adapter.changes_weights)
+    predictor = SharedAnswers(suggester) if shared else suggester
+    return evaluate_adaptation(predictor, docs, adapter, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
+
+
+def _tune(suggester, docs, options: dict, tune: str, k: int) -> None:
+    """``--tune``: keystroke savings for each starting cache weight, best first."""
+    from ..suggest.adapt import build_adapter
+    from ..suggest.cache import CacheSettings
+    from ..suggest.tune import tune_cache
+
+    try:
+        weights = [float(w) for w in tune.split(",")]
+    except ValueError:
+        raise click.ClickException(
+            f"--tune {tune!r}: give comma-separated weights, e.g. 0.05,0.1,0.2"
+        ) from None
+    build_adapter("cache", suggester, options)  # checks the other settings once, in one line
+    base = {key: value for key, value in options.items() if key != "weight"}
+    grid = []
+    for w in weights:
+        bounds = {  # the weight tried stays inside the learned weight's range
+            "min_weight": min(w, base.get("min_weight", CacheSettings.min_weight)),
+            "max_weight": max(w, base.get("max_weight", CacheSettings.max_weight)),
+        }
+        grid.append(build_adapter("cache", suggester, base | bounds | {"weight": w}).settings)
+    for settings, savings in tune_cache(suggester, docs, grid, k=k):
+        click.echo(f"weight {settings.weight:g}\tkeystroke_savings {100 * savings:.2f}%")
 
 
 def _sentences(

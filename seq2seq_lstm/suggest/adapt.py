@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
-
-from torch import nn
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..errors import UserError
 from .words import Typed, is_word_char
+
+if TYPE_CHECKING:  # --help lists ADAPT_CHOICES without importing torch
+    from torch import nn
 
 
 @runtime_checkable

@@ -22,6 +22,15 @@ Each test sentence is typed from its first character; its words are the spans of
 
 Every metric is a ratio of sums over sentences, with a 95% bootstrap confidence interval from
 resampling sentences (percentile method, fixed seed).
+
+Adaptation (:func:`evaluate_adaptation`): documents are typed in order, sentence by sentence, each
+sentence twice: in a plain session and in one with the adapter (:mod:`~seq2seq_lstm.suggest.adapt`),
+which learns each word as it is committed and the whole sentence when it is finished, and is reset
+between documents. Each metric is reported without and with adaptation and their difference, with
+paired bootstrap intervals: both are computed on the same resamples of documents (of sentences when
+the text is one document), so the interval of the difference excludes the variation between
+documents that both share. Resampling whole documents keeps the dependence between a document's
+sentences, which the adapter feeds on, inside each resample.
 """
 
 from __future__ import annotations
@@ -160,6 +169,31 @@ def _ratio(name: str, num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return r
 
 
+def _columns(rows: list[dict[str, float]]) -> dict[str, np.ndarray]:
+    """Each statistic as a column over the rows (sentences or documents), (N,)."""
+    table = np.array([[r[s] for s in STATS] for r in rows], dtype=np.float64).reshape(len(rows), len(STATS))
+    return {s: table[:, j] for j, s in enumerate(STATS)}
+
+
+def _resample(n: int, bootstrap: int, seed: int) -> np.ndarray | None:
+    """Row indices of every bootstrap resample, (bootstrap, n); None without resampling."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, n, size=(bootstrap, n)) if n and bootstrap else None
+
+
+def _metric(
+    name: str, col: dict[str, np.ndarray], resample: np.ndarray | None
+) -> tuple[Metric, np.ndarray | None]:
+    """The metric over all rows with its 95% percentile interval, and its value on each resample."""
+    num, den = METRICS[name]
+    value = float(_ratio(name, col[num].sum(keepdims=True), col[den].sum(keepdims=True))[0])
+    if resample is None:
+        return Metric(value, value, value), None
+    dist = _ratio(name, col[num][resample].sum(1), col[den][resample].sum(1))
+    lo, hi = (float(x) for x in np.percentile(dist, [2.5, 97.5]))
+    return Metric(value, lo, hi), dist
+
+
 def _check_bootstrap_size(bootstrap: int, n_sentences: int) -> None:
     # the resampled sentence indices (int64) and one gathered column (float64) are held at once
     need = 16 * bootstrap * n_sentences
@@ -206,22 +240,163 @@ def evaluate_suggestions(
         rows.append(_score_sentence(session, sentence, k, mrr_k, floor))
         if log_every and len(rows) % log_every == 0:
             logger.info("suggest-eval: %d sentences scored (%.0f s)", len(rows), time.perf_counter() - t0)
-    table = np.array([[r[s] for s in STATS] for r in rows], dtype=np.float64).reshape(len(rows), len(STATS))
-    col = {s: table[:, j] for j, s in enumerate(STATS)}
-    rng = np.random.default_rng(seed)
-    resample = rng.integers(0, len(rows), size=(bootstrap, len(rows))) if rows and bootstrap else None
-    metrics = {}
-    for name, (num, den) in METRICS.items():
-        value = float(_ratio(name, col[num].sum(keepdims=True), col[den].sum(keepdims=True))[0])
-        lo = hi = value
-        if resample is not None:
-            dist = _ratio(name, col[num][resample].sum(1), col[den][resample].sum(1))
-            lo, hi = (float(x) for x in np.percentile(dist, [2.5, 97.5]))
-        metrics[name] = Metric(value, lo, hi)
+    col = _columns(rows)
+    resample = _resample(len(rows), bootstrap, seed)
+    metrics = {name: _metric(name, col, resample)[0] for name in METRICS}
     return SuggestReport(
         metrics=metrics,
         sentences=len(rows),
         words=int(col["words"].sum()),
+        settings={"k": k, "mrr_k": mrr_k, "floor": floor, "bootstrap": bootstrap, "seed": seed},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Adaptation: documents typed in order, with and without an adapter
+
+
+def split_documents(lines: Iterable[str]) -> list[list[str]]:
+    """Documents of a ``--documents`` file: one sentence a line, one or more blank lines between
+    documents (a file without blank lines is one document)."""
+    documents: list[list[str]] = [[]]
+    for line in lines:
+        if line.strip():
+            documents[-1].append(line.strip())
+        elif documents[-1]:
+            documents.append([])
+    return [d for d in documents if d]
+
+
+def score_documents(
+    predictor,
+    documents: Sequence[Sequence[str]],
+    adapter,
+    *,
+    k: int = 3,
+    mrr_k: int = 10,
+    floor: float = 1e-6,
+) -> list[list[dict[str, float]]]:
+    """Statistics of each sentence of each document typed in order (``adapter`` None: plain sessions).
+
+    The adapter is reset before each document, learns every word once it is committed and each
+    sentence once it is typed in full (``SuggestSession.finish``).
+    """
+    out = []
+    for document in documents:
+        if adapter is not None:
+            adapter.reset()
+        rows = []
+        for sentence in document:
+            session = predictor.session() if adapter is None else predictor.session(adapter=adapter)
+            rows.append(_score_sentence(session, sentence, k, mrr_k, floor))
+            if adapter is not None:
+                session.finish(sentence)
+        out.append(rows)
+    return out
+
+
+@dataclass
+class AdaptationReport:
+    """Each metric without and with adaptation, and the difference (with minus without)."""
+
+    adapter: str
+    metrics: dict[str, tuple[Metric, Metric, Metric]]  # name -> (without, with, difference)
+    documents: int
+    sentences: int
+    words: int
+    unit: str  # what the bootstrap resampled: "documents" or "sentences"
+    settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        def d(m: Metric) -> dict:
+            return {"value": m.value, "lo": m.lo, "hi": m.hi}
+
+        return {
+            "adapt": self.adapter,
+            "documents": self.documents,
+            "sentences": self.sentences,
+            "words": self.words,
+            "bootstrap_unit": self.unit,
+            "metrics": {
+                k: {"without": d(a), "with": d(b), "difference": d(c)}
+                for k, (a, b, c) in self.metrics.items()
+            },
+            "settings": self.settings,
+            "seconds": round(self.seconds, 1),
+        }
+
+    def format_table(self) -> str:
+        """One metric a line: without, with, and the difference with its paired 95% interval."""
+        lines = [
+            f"{self.documents} documents, {self.sentences} sentences, {self.words} words; --adapt "
+            f"{self.adapter}; paired bootstrap over {self.unit} ({self.settings})",
+            f"{'metric':<18} {'without':>9} {'with':>9} {'difference':>11}   95% interval",
+        ]
+        for name, (a, b, c) in self.metrics.items():
+            if name == "word_perplexity":
+                lines.append(
+                    f"{name:<18} {a.value:9.2f} {b.value:9.2f} {c.value:+11.2f}   [{c.lo:+.2f}, {c.hi:+.2f}]"
+                )
+            else:
+                lines.append(
+                    f"{name:<18} {100 * a.value:8.2f}% {100 * b.value:8.2f}% {100 * c.value:+10.2f}%   "
+                    f"[{100 * c.lo:+.2f}, {100 * c.hi:+.2f}]"
+                )
+        return "\n".join(lines)
+
+
+def _units(documents_rows: list[list[dict[str, float]]]) -> tuple[list[dict[str, float]], str]:
+    """Rows to resample: one per document (statistics summed), or per sentence for a single document."""
+    if len(documents_rows) > 1:
+        return [{s: sum(r[s] for r in rows) for s in STATS} for rows in documents_rows], "documents"
+    return list(documents_rows[0]) if documents_rows else [], "sentences"
+
+
+def evaluate_adaptation(
+    predictor,
+    documents: Sequence[Sequence[str]],
+    adapter,
+    *,
+    k: int = 3,
+    mrr_k: int = 10,
+    floor: float = 1e-6,
+    bootstrap: int = 1000,
+    seed: int = 1234,
+) -> AdaptationReport:
+    """Score ``documents`` typed in order without and with ``adapter`` (module docstring).
+
+    Raises:
+        UserError: no sentence has a word to score, or ``bootstrap`` is out of range.
+    """
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        raise UserError(f"--bootstrap is {bootstrap}; give 0 to {MAX_BOOTSTRAP} resamples")
+    documents = [[s for s in (line.strip() for line in d) if s] for d in documents]
+    documents = [d for d in documents if d]
+    if not any(word_spans(s) for d in documents for s in d):
+        raise UserError("there are no words to score: every sentence is empty or only punctuation")
+    t0 = time.perf_counter()
+    plain = score_documents(predictor, documents, None, k=k, mrr_k=mrr_k, floor=floor)
+    adapted = score_documents(predictor, documents, adapter, k=k, mrr_k=mrr_k, floor=floor)
+    (rows_a, unit), (rows_b, _) = _units(plain), _units(adapted)
+    _check_bootstrap_size(bootstrap, len(rows_a))
+    col_a, col_b = _columns(rows_a), _columns(rows_b)
+    resample = _resample(len(rows_a), bootstrap, seed)
+    metrics = {}
+    for name in METRICS:
+        (a, dist_a), (b, dist_b) = _metric(name, col_a, resample), _metric(name, col_b, resample)
+        lo = hi = b.value - a.value
+        if resample is not None:
+            lo, hi = (float(x) for x in np.percentile(dist_b - dist_a, [2.5, 97.5]))
+        metrics[name] = (a, b, Metric(b.value - a.value, lo, hi))
+    return AdaptationReport(
+        adapter=getattr(adapter, "name", "none"),
+        metrics=metrics,
+        documents=len(documents),
+        sentences=sum(len(d) for d in documents),
+        words=int(col_a["words"].sum()),
+        unit=unit,
         settings={"k": k, "mrr_k": mrr_k, "floor": floor, "bootstrap": bootstrap, "seed": seed},
         seconds=time.perf_counter() - t0,
     )
