@@ -263,6 +263,22 @@ def test_two_nodes_launched_by_hand(corpus, reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_nodes_resume_where_they_stopped(corpus, reference, tmp_path):
+    """2 steps on two nodes, then ``--resume`` to 4 on both: the weights of 4 steps in one go."""
+    run = tmp_path / "run"
+    args = [*train_args(corpus, run), "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2"]
+    for extra, logs in ((["--max-steps", "2"], "first"), (["--resume"], "resumed")):
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
+        launches = [Launch(s2s(*args, *extra), {**env, "NODE_RANK": str(r)}) for r in (0, 1)]
+        run_together(launches, tmp_path / logs)
+    ckpt = load_checkpoint_file(RunDir(run).last_ckpt)
+    assert ckpt["global_step"] == STEPS
+    for name, tensor in weights(reference["one_node"]).items():
+        assert torch.equal(ckpt["state_dict"][name], tensor), name
+    assert sorted(p.name for p in (run / "logs").iterdir()) == ["version_0", "version_1"]
+
+
+@pytest.mark.slow
 def test_two_nodes_launched_by_torchrun(corpus, reference, tmp_path):
     """The README's torchrun command for N=2 nodes of G=1 process, one torchrun per node."""
     run, port = tmp_path / "run", str(free_port())
