@@ -195,6 +195,22 @@ def renamed_input(graph: str, old: str, new: str) -> Callable[[Places], None]:
     return setup
 
 
+def user_model(path: str, run: str, **fields: Any) -> Callable[[Places], None]:
+    """A user model of ``run``'s tokenizer (as `s2s suggest --user-model` writes it), fields replaced."""
+
+    def setup(at: Places) -> None:
+        from seq2seq_lstm.data.tokenizer import Tokenizer
+        from seq2seq_lstm.suggest.user_model import FORMAT, tokenizer_fingerprint
+
+        fingerprint = tokenizer_fingerprint(Tokenizer.load(Path(at.fill(run)) / "tokenizer"))
+        words = [["tea", 1.0, 1, {"tea": 1}, ""]]
+        state = {"weight": 0.15, "clock": 1, "total": 1.0, "words": words, "pairs": []}
+        data = {"format": FORMAT, "version": 1, "adapter": "cache", "tokenizer": fingerprint, "state": state}
+        write(path, json.dumps(data | fields).encode())(at)  # bytes: no placeholders filled
+
+    return setup
+
+
 SRC = write("{tmp}/src.txt", "Hello.\nThe dog is black.\n")
 HYP_REF = both(
     write("{tmp}/hyp.txt", "the cat sat\na dog\n"), write("{tmp}/ref.txt", "the cat sat\nthe dog\n")
@@ -442,6 +458,42 @@ SUGGEST = [
     Case("suggest-eval/payload", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/src.txt"),
          f"{{lm}}/checkpoints/best.ckpt {REFUSED}",
          setup=both(SRC, removed("{lm}/model.safetensors"), pickle_payload("{lm}/checkpoints/best.ckpt"))),
+    Case("suggest/user-model-not-json", ("suggest", "--checkpoint", "{lm}", "--user-model", "{tmp}/me.json",
+         "I like"), "--user-model {tmp}/me.json is not a user model (not JSON: Expecting property name "
+         "enclosed in double quotes at line 1); pass --forget to erase it and start afresh",
+         setup=write("{tmp}/me.json", b"{oops"), unchanged=("{tmp}/me.json",)),
+    Case("suggest/user-model-foreign", ("suggest", "--checkpoint", "{lm}", "--user-model", "{tmp}/me.json",
+         "I like"), '--user-model {tmp}/me.json is not a user model (no "format": "seq2seq-lstm-user-model")',
+         setup=write("{tmp}/me.json", b'{"theme": "dark"}'), unchanged=("{tmp}/me.json",)),
+    Case("suggest/user-model-other-tokenizer", ("suggest", "--checkpoint", "{lm}", "--user-model",
+         "{tmp}/me.json", "I like"), "--user-model {tmp}/me.json was learned with another tokenizer",
+         setup=user_model("{tmp}/me.json", "{lm}", tokenizer="sha256:0123"), unchanged=("{tmp}/me.json",)),
+    Case("suggest/user-model-damaged", ("suggest", "--checkpoint", "{lm}", "--user-model", "{tmp}/me.json",
+         "I like"), "--user-model {tmp}/me.json is damaged: malformed cache state",
+         setup=user_model("{tmp}/me.json", "{lm}", state={"words": 3}), unchanged=("{tmp}/me.json",)),
+    Case("suggest/user-model-newer-version", ("suggest", "--checkpoint", "{lm}", "--user-model",
+         "{tmp}/me.json", "I like"), "--user-model {tmp}/me.json has format version 2; this program reads 1",
+         setup=user_model("{tmp}/me.json", "{lm}", version=2), unchanged=("{tmp}/me.json",)),
+    Case("suggest/user-model-under-a-file", ("suggest", "--checkpoint", "{lm}", "--user-model",
+         "{tmp}/src.txt/me.json", "I like"), "{tmp}/src.txt is a file, not a directory",
+         setup=SRC, unchanged=("{tmp}/src.txt",)),
+    Case("suggest/user-model-is-a-folder", ("suggest", "--checkpoint", "{lm}", "--user-model", "{tmp}",
+         "I like"), "--user-model {tmp} is a directory"),
+    Case("suggest/forget-without-user-model", ("suggest", "--checkpoint", "{lm}", "--forget"),
+         "--forget needs --user-model FILE"),
+    Case("suggest/adapt-option-malformed", ("suggest", "--checkpoint", "{lm}", "--user-model",
+         "{tmp}/me.json", "--adapt-option", "weight", "I like"),
+         "--adapt-option 'weight': give KEY=NUMBER, e.g. weight=0.2"),
+    Case("suggest/adapt-option-unknown", ("suggest", "--checkpoint", "{lm}", "--user-model", "{tmp}/me.json",
+         "--adapt-option", "wieght=0.2", "I like"), "the cache has no setting 'wieght'"),
+    Case("suggest-eval/tune-without-cache", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/src.txt",
+         "--tune", "0.1"), "--tune tunes the cache's weight: give --adapt cache", setup=SRC),
+    Case("suggest-eval/adapt-with-sources", ("suggest-eval", "--checkpoint", "{run}", "{tmp}/src.txt",
+         "--sources", "{tmp}/src.txt", "--adapt", "cache"),
+         "--adapt, --documents and --tune work with language models; drop --sources", setup=SRC),
+    Case("suggest-eval/documents-without-words", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/docs.txt",
+         "--adapt", "cache", "--documents"), "{tmp}/docs.txt has no words to score",
+         setup=write("{tmp}/docs.txt", "...\n\n!\n")),
 ]  # fmt: skip
 
 EXPORT = [
