@@ -122,3 +122,15 @@ def test_bad_settings_are_named(lm, tokenizer):
         build_adapter("dynamic", suggester, {"steps": 0.0})
     with pytest.raises(UserError, match="lr must be a positive number; got -1"):
         DynamicSettings(lr=-1)
+
+
+def test_the_adaptation_report_gives_the_cost_per_committed_word(lm, tokenizer):
+    from seq2seq_lstm.suggest.keystrokes import evaluate_adaptation
+
+    suggester = Suggester(lm, tokenizer)
+    adapter = DynamicAdapter(lm, tokenizer, DynamicSettings(budget_ms=1e6))
+    docs = [["We had a cup of tea.", "She made a cup of tea."], [NEW_SENTENCE]]
+    report = evaluate_adaptation(suggester, docs, adapter, bootstrap=10)
+    cost = report.settings["adapter_cost"]
+    assert (cost["sentences"], cost["words"], cost["steps"]) == (3, 16, 3)
+    assert cost["ms_per_word"] == pytest.approx(1000 * cost["seconds"] / 16, abs=0.1)  # seconds are rounded

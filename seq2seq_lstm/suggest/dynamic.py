@@ -82,6 +82,13 @@ class DynamicStats:
     def ms_per_word(self) -> float:
         return 1000.0 * self.seconds / max(1, self.words)
 
+    def to_dict(self) -> dict:
+        return {
+            **asdict(self),
+            "seconds": round(self.seconds, 3),
+            "ms_per_word": round(self.ms_per_word(), 2),
+        }
+
 
 class DynamicAdapter:
     """Dynamic evaluation as an :class:`~seq2seq_lstm.suggest.adapt.Adapter` (module docstring)."""
@@ -157,6 +164,10 @@ class DynamicAdapter:
     def model(self, base: nn.Module) -> nn.Module:
         assert base is self.base, "a dynamic adapter serves the suggester it was made for"
         return self._model
+
+    def cost(self) -> dict:
+        """What learning cost so far: words, sentences, steps taken and skipped, seconds, ms per word."""
+        return self.stats.to_dict()
 
     def state(self) -> dict:
         """The sentences learned since the last reset (the last MAX_SENTENCES_KEPT): megabytes of

@@ -397,6 +397,7 @@ def evaluate_adaptation(
         sentences=sum(len(d) for d in documents),
         words=int(col_a["words"].sum()),
         unit=unit,
-        settings={"k": k, "mrr_k": mrr_k, "floor": floor, "bootstrap": bootstrap, "seed": seed},
+        settings={"k": k, "mrr_k": mrr_k, "floor": floor, "bootstrap": bootstrap, "seed": seed}
+        | ({"adapter_cost": adapter.cost()} if hasattr(adapter, "cost") else {}),  # dynamic: ms per word
         seconds=time.perf_counter() - t0,
     )
