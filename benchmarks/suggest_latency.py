@@ -23,6 +23,11 @@ more keystrokes to compute when they come.
     # no trained model yet: the default LM's shapes with random weights (timing only)
     python benchmarks/suggest_latency.py --config configs/lm_en.yaml --tokenizer-text data/en-mono/train.txt
 
+``--adapt cache`` types the transcript as one user would, with adaptation
+(:mod:`seq2seq_lstm.suggest.adapt`): one adapter for all sentences, each sentence committed to it when
+typed in full; each keystroke's time then includes committing the words it finished and rescoring
+the answer.
+
 The weight types are those of ``s2s suggest --dtype``
 (:func:`seq2seq_lstm.decoding.quantize.convert_weights`): bfloat16 converts every weight; int8
 quantizes the decoder's cells, output layers and embedding (dynamic int8: a step is bound by reading
@@ -46,6 +51,7 @@ from torch import nn
 
 from seq2seq_lstm.decoding.ensemble import EnsembleDecoder
 from seq2seq_lstm.decoding.quantize import DTYPES, convert_weights
+from seq2seq_lstm.suggest.adapt import ADAPT_CHOICES, build_adapter
 from seq2seq_lstm.suggest.suggester import Suggester
 
 
@@ -61,10 +67,12 @@ def replay(
     prefetch: int | None = None,
     warmup: int = 3,
     gap_ms: float | None = None,
+    adapter=None,
 ) -> dict[str, np.ndarray]:
     """Per keystroke (the first ``warmup`` sentences not counted): milliseconds of the suggest call,
     model steps it took, and with ``prefetch`` the milliseconds of the idle-time work after it. With
-    ``gap_ms`` the next keystroke comes that long after the answer: the idle-time work stops there."""
+    ``gap_ms`` the next keystroke comes that long after the answer: the idle-time work stops there.
+    With ``adapter``, every sentence's session adapts through it and commits the sentence at its end."""
     steps = [0]
     step = suggester.model.step
 
@@ -76,7 +84,7 @@ def replay(
     ms, stepped, idle = [], [], []
     try:
         for n, sentence in enumerate(sentences):
-            session = suggester.session()
+            session = suggester.session(adapter=adapter)
             for i in range(len(sentence) + 1):
                 before = steps[0]
                 t0 = time.perf_counter()
@@ -90,6 +98,7 @@ def replay(
                     ms.append(1000 * (t1 - t0))
                     stepped.append(took)
                     idle.append(1000 * (time.perf_counter() - t1))
+            session.finish(sentence)
     finally:
         del suggester.model.step
     return {"ms": np.array(ms), "steps": np.array(stepped), "idle_ms": np.array(idle)}
@@ -148,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="with prefetch: a typist's time between keystrokes; the idle-time work stops when it is up",
     )
+    parser.add_argument(
+        "--adapt", choices=ADAPT_CHOICES, default="none", help="adaptation while the transcript is typed"
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
     if args.config and not args.tokenizer_text:
@@ -167,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"transcript": args.transcript, "sentences": len(sentences), "threads": 1, "variants": {}}
     for name, suggester, megabytes in suggesters(args, models, cfg, tokenizer):
         for chars in prefetches:
-            got = replay(suggester, sentences, chars, gap_ms=args.gap_ms)
+            adapter = build_adapter(args.adapt, suggester)  # a fresh user for each variant
+            got = replay(suggester, sentences, chars, gap_ms=args.gap_ms, adapter=adapter)
             ms, steps = got["ms"], got["steps"]
             row = {
                 "keystrokes": int(ms.size),
@@ -183,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             label = name if chars is None else f"{name}+prefetch{chars}"
             if chars is not None and args.gap_ms is not None:
                 label += f"/{args.gap_ms:g}ms"
+            if adapter is not None:
+                label += f"+{args.adapt}"
             results["variants"][label] = row
             print(f"{label:>17}: " + "  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     results["settings"] = {
