@@ -25,6 +25,7 @@ run in sessions of their own) is killed, so a rank stuck in the rendezvous canno
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -172,8 +173,6 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def val_losses(run: Path) -> list[float]:
-    import csv
-
     with open(run / "logs" / "version_0" / "metrics.csv") as f:
         return [float(r["val_loss"]) for r in csv.DictReader(f) if r.get("val_loss")]
 
@@ -202,35 +201,13 @@ def reference(corpus, tmp_path_factory) -> dict[str, Path]:
     """Two processes on one node (``--devices 2``) and one process with ``training.accumulate=2``."""
     root = tmp_path_factory.mktemp("reference")
     runs = {"one_node": root / "one_node", "accumulate": root / "accumulate"}
-    run_together(
-        [
-            Launch(
-                s2s(
-                    *train_args(corpus, runs["one_node"]),
-                    "--accelerator",
-                    "cpu",
-                    "--devices",
-                    "2",
-                    "--strategy",
-                    "ddp",
-                ),
-                {},
-            ),  # fmt: skip
-            Launch(
-                s2s(
-                    *train_args(corpus, runs["accumulate"]),
-                    "--accelerator",
-                    "cpu",
-                    "--devices",
-                    "1",
-                    "--set",
-                    "training.accumulate=2",
-                ),
-                {},
-            ),  # fmt: skip
-        ],
-        root / "logs",
-    )
+    one_node = ["--accelerator", "cpu", "--devices", "2", "--strategy", "ddp"]
+    accumulate = ["--accelerator", "cpu", "--devices", "1", "--set", "training.accumulate=2"]
+    launches = [
+        Launch(s2s(*train_args(corpus, runs["one_node"]), *one_node), {}),
+        Launch(s2s(*train_args(corpus, runs["accumulate"]), *accumulate), {}),
+    ]
+    run_together(launches, root / "logs")
     return runs
 
 
@@ -248,16 +225,9 @@ def test_two_nodes_launched_by_hand(corpus, reference, tmp_path):
     """docs/training.md: on each node, NODE_RANK=R MASTER_ADDR=... MASTER_PORT=... WORLD_SIZE=2 s2s train."""
     run, port = tmp_path / "run", str(free_port())
     args = [*train_args(corpus, run), "--accelerator", "cpu", "--devices", "1", "--num-nodes", "2"]
-    outputs = run_together(
-        [
-            Launch(
-                s2s(*args),
-                {"NODE_RANK": str(r), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2"},
-            )  # fmt: skip
-            for r in (0, 1)
-        ],
-        tmp_path / "logs",
-    )
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2"}
+    launches = [Launch(s2s(*args), {**env, "NODE_RANK": str(r)}) for r in (0, 1)]
+    outputs = run_together(launches, tmp_path / "logs")
     assert_same_run(run, reference["one_node"])
     assert f"trained {STEPS} steps" in outputs[0] and outputs[1] == ""  # only rank 0 reports
 
