@@ -24,9 +24,9 @@ probability far below the k-th word. The cache *proposes* such words when they s
 prefix (case-insensitively). Their network probability is taken as 0 (the beam found them less
 probable than every word it kept, which is what a lower bound can say without spending model steps on
 each proposal at every keystroke); ``word_log_prob`` in the evaluation computes it exactly. Proposals
-are drawn from the words seen after the previous word, the ``RECENT`` most recently used words, and
-all cached words with the typed prefix when few enough, so that a keystroke costs no scan of the
-whole cache.
+are drawn from the words most recently seen after the previous word, the most recently used words,
+and all cached words with the typed prefix when few enough, so that a keystroke costs no scan of the
+whole cache: a word outside them has a small decayed count, and could rarely enter the top k.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ from dataclasses import dataclass, fields
 from itertools import islice
 
 from ..errors import UserError
-from .words import _SENTENCE_END, Typed, word_spans
+from .adapt import finished_length
+from .words import _SENTENCE_END, Typed, is_word_char, word_spans
 
 START = "<s>"  # the "previous word" of a sentence's first word (never a word: < and > are symbols)
-RECENT = 256  # the most recently used words are proposed whatever the typed prefix
-PREFIX_SCAN = 64  # all cached words with the typed prefix are proposed when at most this many
+RECENT = 32  # the most recently used words are proposed whatever the typed prefix
+SUCCESSORS = 64  # so are the words most recently seen after the previous word
+PREFIX_SCAN = 64  # and all cached words with the typed prefix, when at most this many
 _ENDS_SENTENCE = re.compile(r"[.!?]+[\"')\]\u2019\u201d]*$")
 
 
@@ -87,6 +89,7 @@ class _Count:
 class _Word(_Count):
     forms: dict[str, int]  # surface form -> times used inside a sentence
     initial: str  # the form last used at a sentence start ("" if never)
+    best: str = ""  # the most used of forms (the first to get there on ties): how it is shown
 
 
 class CacheAdapter:
@@ -182,12 +185,16 @@ class CacheAdapter:
             entry.initial = word
         else:
             entry.forms[word] = entry.forms.get(word, 0) + 1
+            if entry.forms[word] > entry.forms.get(entry.best, 0):
+                entry.best = word
         self.words[key] = entry
         pair = self.pairs.pop((self._previous, key), None) or _Count(0.0, self.clock)
         self._bump(pair)
         self.pairs[self._previous, key] = pair
         self._bump(self.contexts.setdefault(self._previous, _Count(0.0, self.clock)))
-        self.after.setdefault(self._previous, {})[key] = None
+        after = self.after.setdefault(self._previous, {})
+        after.pop(key, None)  # put back at the end: the most recent successor last
+        after[key] = None
         self._previous = key
 
     def _bound(self) -> None:
@@ -210,22 +217,34 @@ class CacheAdapter:
 
     def prob(self, key: str, previous: str = START) -> float:
         """P_cache(word | previous word), both case-folded (0 for a word not in the cache)."""
-        entry = self.words.get(key)
-        if entry is None or self.total <= 0.0:
-            return 0.0
-        p_word = self._decayed(entry) / self.total
+        return dict(self._probs(previous, [key])).get(key, 0.0)
+
+    def _probs(self, previous: str, keys) -> list[tuple[str, float]]:
+        """(word, P_cache(word | previous)) for the ``keys`` in the cache (the module's formula, its
+        per-call parts computed once: this runs at every keystroke)."""
+        if self.total <= 0.0:
+            return []
+        decay, clock, total = self.settings.decay, self.clock, self.total
         context = self.contexts.get(previous)
-        if context is None:
-            return p_word
-        c, n = self._decayed(context), len(self.after[previous])
-        pair = self.pairs.get((previous, key))
-        p_pair = self._decayed(pair) / c if pair is not None else 0.0
-        share = c / (c + n)
-        return share * p_pair + (1.0 - share) * p_word
+        share = c = 0.0
+        if context is not None:
+            c = self._decayed(context)
+            share = c / (c + len(self.after[previous]))
+        out = []
+        for key in keys:
+            entry = self.words.get(key)
+            if entry is None:
+                continue
+            p = (1.0 - share) * entry.count * decay ** (clock - entry.seen) / total
+            pair = self.pairs.get((previous, key)) if share else None
+            if pair is not None:
+                p += share * pair.count * decay ** (clock - pair.seen) / c
+            out.append((key, p))
+        return out
 
     def _proposals(self, previous: str, prefix: str) -> set[str]:
         """Cached words worth scoring for a typed ``prefix`` (case-folded): see the module docstring."""
-        keys = set(self.after.get(previous, ()))
+        keys = set(islice(reversed(self.after.get(previous, {})), SUCCESSORS))
         keys.update(islice(reversed(self.words), RECENT))
         if prefix:
             lo = bisect_left(self._sorted, prefix)
@@ -240,9 +259,9 @@ class CacheAdapter:
         letters as typed unless the user's own form differs from them only in case ("num" ->
         "NumPy"); None when it does not fit the typed letters."""
         entry = self.words[key]
-        own = bool(entry.forms)
+        own = bool(entry.best)
         if own:
-            form = max(entry.forms.items(), key=lambda kv: (kv[1], kv[0]))[0]
+            form = entry.best
         else:
             form = entry.initial
             if form and form[0].isupper() and form[0].lower() + form[1:] in words:
@@ -263,14 +282,17 @@ class CacheAdapter:
         """The mixture over the beam's words and the cache's proposals (module docstring)."""
         weight = self.weight
         out = {w: (1.0 - weight) * p for w, p in words.items()}
-        spans = word_spans(typed.context)
-        at_start = not spans or bool(_ENDS_SENTENCE.search(typed.context))
-        previous = START if at_start else typed.context[spans[-1][0] : spans[-1][1]].lower()
-        self._last = (previous, typed.partial.lower(), words)
+        context = typed.context
+        end = len(context)
+        while end and not is_word_char(context[end - 1]):
+            end -= 1
+        at_start = end == 0 or bool(_ENDS_SENTENCE.search(context))
+        previous = START if at_start else context[finished_length(context[:end]) : end].lower()
+        partial = typed.partial.lower()
+        self._last = (previous, partial, words)
         if not self.words or weight == 0.0:
             return out
-        for key in self._proposals(previous, typed.partial.lower()):
-            p = self.prob(key, previous)
+        for key, p in self._probs(previous, self._proposals(previous, partial)):
             form = self._form(key, typed, at_start, words) if p > 0.0 else None
             if form is not None:
                 out[form] = out.get(form, 0.0) + weight * p
@@ -306,7 +328,8 @@ class CacheAdapter:
                 if not 0 <= int(seen) <= self.clock:
                     raise ValueError(f"word {key!r} seen at {seen}, outside the clock 0-{self.clock}")
                 clean = {str(f): int(n) for f, n in forms.items()}
-                self.words[key] = _Word(float(count), int(seen), clean, str(initial))
+                best = max(clean, key=clean.__getitem__, default="")
+                self.words[key] = _Word(float(count), int(seen), clean, str(initial), best)
             for previous, key, count, seen in state["pairs"]:
                 if key not in self.words or not (previous == START or previous in self.words):
                     continue  # a pair of a forgotten word
