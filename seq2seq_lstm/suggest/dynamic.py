@@ -53,7 +53,7 @@ class DynamicSettings:
     steps: int = 1  # gradient steps per committed sentence
     output_only: bool = False  # only the output layer's bias and the projection before it learn
     decay: float = 0.0  # per step, pull the weights this share of the way back to the trained ones
-    budget_ms: float = 20.0  # adaptation time per committed word; steps predicted to exceed it are skipped
+    budget_ms: float = 50.0  # adaptation time per committed word; steps predicted to exceed it are skipped
     max_pieces: int = 128  # pieces of a sentence learned from (a longer one is cut)
 
     def __post_init__(self) -> None:

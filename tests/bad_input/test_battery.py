@@ -494,6 +494,15 @@ SUGGEST = [
     Case("suggest-eval/documents-without-words", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/docs.txt",
          "--adapt", "cache", "--documents"), "{tmp}/docs.txt has no words to score",
          setup=write("{tmp}/docs.txt", "...\n\n!\n")),
+    Case("suggest-eval/dynamic-int8", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/src.txt", "--adapt",
+         "dynamic", "--dtype", "int8"),
+         "--adapt dynamic takes gradient steps on float32 weights; use --dtype float32", setup=SRC),
+    Case("suggest-eval/dynamic-option-unknown", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/src.txt",
+         "--adapt", "dynamic", "--adapt-option", "weight=0.2"), "dynamic evaluation has no setting 'weight'",
+         setup=SRC),
+    Case("suggest-eval/dynamic-bad-lr", ("suggest-eval", "--checkpoint", "{lm}", "{tmp}/src.txt",
+         "--adapt", "dynamic", "--adapt-option", "lr=-1"),
+         "the dynamic evaluation lr must be a positive number; got -1.0", setup=SRC),
 ]  # fmt: skip
 
 EXPORT = [
