@@ -11,7 +11,7 @@ import pytest
 import torch
 from cli_results import ok, one_error_line
 from click.testing import CliRunner
-from test_suggest import SENTENCES, TinyLM, _train
+from test_suggest import SENTENCES, CountingLM, TinyLM, _train
 
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import TokenizerConfig
@@ -82,6 +82,31 @@ def test_the_session_commits_finished_words_before_answering(trained):
     session.finish("a cup of tea.")
     assert log == [("a ", True, False), ("cup ", False, False), ("of ", False, False), ("tea.", False, True)]
     assert isinstance(Spy(), Adapter)
+
+
+class WeightChanger(CacheAdapter):
+    """Says its weights changed at every commit (as dynamic evaluation does), rescoring as the cache."""
+
+    changes_weights = True
+
+    def commit(self, text, *, start, end):
+        super().commit(text, start=start, end=end)
+        self.version += 1
+
+
+def test_a_rescoring_adapter_keeps_the_cached_steps_and_a_weight_changer_drops_them(trained, tokenizer):
+    for adapter, restep in ((cache(), False), (WeightChanger(), True)):
+        counting = CountingLM(trained.model)
+        session = Suggester(counting, tokenizer).session(adapter=adapter)
+        session.suggest("She made a cup of te")
+        session.prefetch("She made a cup of te")
+        before = counting.tokens
+        session.suggest("She made a cup of tea")  # prefetched, nothing committed: no step either way
+        assert counting.tokens == before
+        session.prefetch("She made a cup of tea")  # the space after "tea" is prefetched too
+        before = counting.tokens
+        session.suggest("She made a cup of tea ")  # commits "tea "
+        assert (counting.tokens > before) == restep, type(adapter).__name__
 
 
 # ------------------------------------------------------------------------------------------------
