@@ -73,8 +73,8 @@ def test_help_lists_every_command_in_order():
     out = ok(s2s("--help"))
     listed = re.findall(r"^  (\S+)  ", out.split("Commands:\n")[1], flags=re.MULTILINE)
     assert listed == list(COMMANDS) == [
-        "tokenizer", "data", "train", "translate", "shortlist", "evaluate", "bleu", "suggest", "suggest-eval",
-        "serve", "plot", "runs",
+        "tokenizer", "data", "train", "translate", "shortlist", "average", "evaluate", "bleu", "suggest",
+        "suggest-eval", "serve", "export", "plot", "runs",
     ]  # fmt: skip
 
 
