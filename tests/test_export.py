@@ -327,3 +327,19 @@ def test_serve_on_the_onnx_engine_answers_as_torch(runs):
     assert [w["word"] for w in s_onnx["suggestions"]] == [w["word"] for w in s_torch["suggestions"]]
     probs = [w["prob"] for w in s_torch["suggestions"]]
     assert [w["prob"] for w in s_onnx["suggestions"]] == pytest.approx(probs, rel=1e-4)
+
+
+def test_two_vocabularies_export_both_tokenizers(tmp_path, lines):
+    """A run with a source and a target SentencePiece model: both travel, and the engine uses each."""
+    run = make_run(
+        tmp_path / "run", "tokenizer.joint=false", "model.attention=dot", "model.input_feeding=false"
+    )
+    folder = export_run(run, tmp_path / "exported")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["tokenizer"] == {"source": "source.model", "target": "tokenizer.model"}
+    assert (folder / "source.model").read_bytes() == (run / "tokenizer/src.model").read_bytes()
+    assert [t["name"] for t in manifest["graphs"]["decoder_step"]["inputs"]] == [
+        "tokens", "h", "c", "memory", "keys", "mask"
+    ]  # fmt: skip
+    by_torch = Translator.from_checkpoint(run, beam_size=5).translate(lines)
+    assert Translator.from_export(folder, beam_size=5).translate(lines) == by_torch

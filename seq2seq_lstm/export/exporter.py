@@ -28,7 +28,7 @@ from torch import nn
 
 from ..checkpoint import load_for_inference
 from ..config import Config
-from ..data.tokenizer import Tokenizer
+from ..data.tokenizer import JOINT_FILE, SRC_FILE, TGT_FILE, Tokenizer
 from ..errors import UserError
 from ..files import fsync, plain_mode
 from .graphs import DecoderStepGraph, EncoderGraph, GraphSpec, LMStepGraph
@@ -79,9 +79,9 @@ def _write(model: nn.Module, cfg: Config, tokenizer: Tokenizer, directory: Path,
             quantize_int8(directory / spec.file)
     files = {"target": TOKENIZER_FILE, "source": TOKENIZER_FILE if tokenizer.joint else SOURCE_TOKENIZER_FILE}
     protos = tokenizer.model_files()
-    (directory / TOKENIZER_FILE).write_bytes(protos.get("spm.model", protos.get("tgt.model")))
+    (directory / TOKENIZER_FILE).write_bytes(protos[JOINT_FILE if tokenizer.joint else TGT_FILE])
     if not tokenizer.joint:
-        (directory / SOURCE_TOKENIZER_FILE).write_bytes(protos["src.model"])
+        (directory / SOURCE_TOKENIZER_FILE).write_bytes(protos[SRC_FILE])
     model_section = {
         "cell": m.cell, "emb_dim": m.emb_dim, "hidden_size": m.hidden_size, "enc_layers": m.enc_layers,
         "dec_layers": m.dec_layers, "bidirectional": m.bidirectional, "bridge": m.bridge,
