@@ -85,6 +85,17 @@ def test_every_format_streams_the_pairs_the_in_memory_path_reads(path):
     assert sorted((r["line"], r["src"], r["tgt"]) for r in shards) == expected
 
 
+def test_a_language_model_streams_the_target_side(tok):
+    from seq2seq_lstm.data.corpus import load_monolingual
+
+    cfg = cfg_for(TINY / "train", "task=lm")
+    source = stream_source(cfg)
+    assert [r["text"] for r in shard_rows(source)] == load_monolingual(str(TINY / "train"), "es")["text"]
+    batches = [p[0] for kind, *p in stream_items(plan_for(cfg), tok, 0, 0) if kind == "batch"]
+    assert all("src" not in b for b in batches)
+    assert sorted(i for b in batches for i in b["index"].tolist()) == list(range(46))
+
+
 def test_gzip_tsv_streams_like_the_plain_file(tmp_path):
     import gzip
 
@@ -366,3 +377,50 @@ def train_losses(run: Path) -> dict[int, float]:
         with open(version / "metrics.csv") as f:
             rows.extend(csv.DictReader(f))
     return {int(r["step"]): float(r["train_loss"]) for r in rows if r.get("train_loss")}
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: under DDP the resumed weights differ by ~5e-4 from the uninterrupted run's "
+    "(single-process resume, workers included, is exact; cause not found yet)",
+)
+def test_ddp_streaming_resume_gives_the_weights_of_the_uninterrupted_run(tmp_path):
+    """Two CPU ranks stream their own shards; 10 steps cross an epoch end (about 8 batches a rank, the
+    ranks' counts may differ). 10 steps straight == 5 steps + resume to 10: both ranks' stream
+    positions came back."""
+    import subprocess
+    import sys
+
+    from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file
+
+    data = write_pairs(tmp_path, 300)
+    (tmp_path / "valid").mkdir()
+    valid = write_pairs(tmp_path / "valid", 8, seed=5)
+    sets = [f"data.train={data}", f"data.valid={valid}", "data.src_lang=en", "data.tgt_lang=es",
+            "data.streaming=true", "data.window=40", "data.shuffle_buffer=30", "data.batch_tokens=600",
+            "tokenizer.vocab_size=320", "model.emb_dim=16", "model.hidden_size=16", "model.enc_layers=1",
+            "model.dec_layers=1", "model.dropout=0.2", "training.num_threads=1",
+            "training.progress_bar=false",
+            "training.max_epochs=-1", "training.val_every_steps=5", "generation.beam_size=1",
+            "training.accelerator=cpu", "training.devices=2", "training.strategy=ddp"]  # fmt: skip
+    config = tmp_path / "base.yaml"
+    config.write_text("task: translation\n")
+
+    def run(out, steps, *extra):
+        cmd = [sys.executable, "-m", "seq2seq_lstm", "train", "--config", str(config), "--out-dir", str(out)]
+        cmd += [x for s in [*sets, f"training.max_steps={steps}"] for x in ("--set", s)] + list(extra)
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    run(tmp_path / "full", 10)
+    run(tmp_path / "half", 5)
+    ranks = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["loops"]["fit_loop"]["state_dict"]
+    states = ranks["combined_loader"][0]["ranks"]
+    assert len(states) == 2 and all(s["count"] == 5 for s in states)  # each rank's own place
+    run(tmp_path / "half", 10, "--resume")
+    wa = load_checkpoint_file(RunDir(tmp_path / "full").last_ckpt)["state_dict"]
+    wb = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["state_dict"]
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
