@@ -58,7 +58,7 @@ class _Paragraphs(HTMLParser):
             self._divs.append(("class", "body") in attrs)
         elif tag == "pre":
             self._pre += 1
-        elif tag == "p" and any(self._divs):
+        elif tag == "p" and any(self._divs) and not self._pre:
             self._buf = []
 
     def handle_endtag(self, tag: str) -> None:
