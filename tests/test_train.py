@@ -462,6 +462,7 @@ def test_time_left_is_the_steps_to_do_times_the_mean_step_capped_by_max_time():
     assert seconds_left(300, 1200, 0.2, 60.0) == 60.0  # max_time ends it first
     assert seconds_left(300, None, 0.2, 60.0) == 60.0  # no step budget: only the cap says
     assert seconds_left(0, 1200, None, None) is None  # no step timed yet
+    assert seconds_left(300, None, 0.2, -7154.0) == 0.0  # past max_time (a resumed run): nothing left
     assert [clock(s) for s in (0, 75, 3725)] == ["0:00", "1:15", "1:02:05"]
 
 

@@ -31,9 +31,12 @@ def seconds_left(
 ) -> float | None:
     """The estimate described in the module docstring; None while nothing says (no total, no steps yet)."""
     by_steps = None if total is None or mean_step is None else max(total - done, 0) * mean_step
-    if by_steps is None or cap_left is None:
-        return by_steps if by_steps is not None else cap_left
-    return min(by_steps, max(cap_left, 0.0))
+    # Lightning's Timer goes negative once max_time has passed (a resumed run counts the time of
+    # the runs before it): nothing is left then, never a negative clock
+    cap = None if cap_left is None else max(cap_left, 0.0)
+    if by_steps is None or cap is None:
+        return by_steps if by_steps is not None else cap
+    return min(by_steps, cap)
 
 
 def total_steps(trainer: L.Trainer) -> int | None:
