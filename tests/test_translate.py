@@ -248,7 +248,7 @@ def test_search_rows_stay_within_the_step_memory_limit(run_dir, lines, monkeypat
     want = translator.translate(lines)
     row_bytes = translate_module.STEP_COPIES * 4 * vocab
     monkeypatch.setattr(translate_module, "STEP_MEMORY_LIMIT", 3 * 4 * row_bytes)  # 3 sentences of 4 rows
-    segments = translator._segments(translator.tokenizer.encode_src(lines), [[] for _ in lines])
+    segments = translator._segments(translator._sentences(lines), [[] for _ in lines])
     sizes = [len(b) for b in translator._batches(segments, attention=False)]
     assert max(sizes) == 3 and sum(sizes) == len(segments) > 3
     assert translator.translate(lines) == want
@@ -331,9 +331,9 @@ def test_cli_n_best_text_uses_the_moses_format(run_dir, lines):
 
 def test_cli_jsonl_has_hypotheses_scores_and_alignments(run_dir, lines, tmp_path):
     plots = tmp_path / "plots"
-    source = "\n".join([lines[0], "", lines[50]]) + "\n"
+    source = "\n".join([lines[0], "", lines[50]]) + "\n"  # lines[50] holds several sentences: kept whole
     result = invoke("translate", "-m", run_dir, "--format", "jsonl", "--n-best", 2, "--beam-size", 2,
-                    "--plot-attention", plots, input=source)  # fmt: skip
+                    "--plot-attention", plots, "--no-split-sentences", input=source)  # fmt: skip
     assert result.exit_code == 0, result.output
     records = [json.loads(row) for row in result.output.splitlines()]
     assert [r["line"] for r in records] == [1, 2, 3]

@@ -21,10 +21,11 @@ from .options import (
 )
 from .translate import translate as _translate
 
-# `s2s translate` options that set the served search (and batching): generation.* overrides
+# `s2s translate` options that set the served search (and batching, and sentence splitting): generation.*
+# overrides, and split_sentences, a keyword of Translator.from_checkpoint/from_export
 SEARCH_OPTIONS = (
     "beam_size", "n_best", "length_penalty", "alpha", "min_len", "max_len_a", "max_len_b", "no_repeat_ngram",
-    "ban_unk", "batch_tokens", "max_input_len", "shortlist",
+    "ban_unk", "batch_tokens", "max_input_len", "shortlist", "split_sentences",
 )  # fmt: skip
 
 

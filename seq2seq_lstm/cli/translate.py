@@ -143,6 +143,13 @@ def _length_penalties() -> tuple[str, ...]:
     "--max-input-len", type=click.IntRange(1), help="Longer inputs are split into chunks of this many pieces."
 )
 @click.option(
+    "--split-sentences/--no-split-sentences",
+    default=True,
+    show_default=True,
+    help="Translate a line of several sentences sentence by sentence (rules of the run's source "
+    "language) and join them: one output line per input line; a one-sentence line is unaffected.",
+)
+@click.option(
     "--shortlist",
     type=click.IntRange(0),
     help="Score only N target pieces per sentence, from the run's `s2s shortlist` (faster); 0 = all.",
@@ -176,8 +183,8 @@ def _length_penalties() -> tuple[str, ...]:
 @encoding_errors_option
 def translate(
     checkpoints, input_path, output_path, sampling, temperature, top_k, top_p, seed, prefix, prefix_tab,
-    batch_sentences, fmt, plot_attention, interactive, threads, device, engine, dtype, encoding_errors,
-    **generation,
+    batch_sentences, split_sentences, fmt, plot_attention, interactive, threads, device, engine, dtype,
+    encoding_errors, **generation,
 ) -> None:  # fmt: skip
     """Translate text with a trained model (or an ensemble of them), line by line, in order."""
     # refused before torch and the checkpoint load (seconds), like the ranges click checks
@@ -186,7 +193,7 @@ def translate(
     check_engine(engine, device, dtype, len(checkpoints))
     set_threads(threads)
     translator = _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences,
-                             device, engine, dtype, generation)  # fmt: skip
+                             split_sentences, device, engine, dtype, generation)  # fmt: skip
     if interactive is None:
         interactive = input_path == "-" and sys.stdin.isatty()
     if interactive and sys.stdin.isatty():
@@ -241,18 +248,18 @@ def _check_sampling(sampling, temperature, top_k, top_p, seed) -> None:
         raise UserError("--temperature, --top-k, --top-p and --seed need --sampling")
 
 
-def _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences, device, engine,
-                dtype, generation):  # fmt: skip
+def _translator(checkpoints, sampling, temperature, top_k, top_p, seed, batch_sentences, split_sentences,
+                device, engine, dtype, generation):  # fmt: skip
     from ..inference.translator import Sampling, Translator
 
     sampling = Sampling(temperature, top_k, top_p, seed) if sampling else None
     overrides = {k: v for k, v in generation.items() if v is not None}
     if engine == "onnx":
-        return Translator.from_export(
-            checkpoints[0], sampling=sampling, batch_sentences=batch_sentences, **overrides
-        )
+        return Translator.from_export(checkpoints[0], sampling=sampling, batch_sentences=batch_sentences,
+                                      split_sentences=split_sentences, **overrides)  # fmt: skip
     return Translator.from_checkpoint(list(checkpoints), sampling=sampling, batch_sentences=batch_sentences,
-                                      device=device, dtype=dtype, **overrides)  # fmt: skip
+                                      device=device, dtype=dtype, split_sentences=split_sentences,
+                                      **overrides)  # fmt: skip
 
 
 def _plot(directory: str, number: int, best) -> None:
@@ -260,11 +267,13 @@ def _plot(directory: str, number: int, best) -> None:
 
     from ..inference.attention_plot import plot_attention
 
-    if best.attention is None:  # a chunked line, or an empty one (no model run)
+    if best.attention is None:  # a chunked line (sentences count), or an empty one (no model run)
         if best.chunks > 1:
             logging.getLogger("seq2seq_lstm").warning(
-                "line %d was split into %d chunks: no attention plot", number, best.chunks
-            )
+                "line %d was split into %d chunks (sentences, or pieces of a long one): no attention plot; "
+                "--no-split-sentences plots a line of several sentences whole",
+                number, best.chunks,
+            )  # fmt: skip
         return
     plot_attention(
         best.attention,

@@ -92,6 +92,7 @@ def _write(model: nn.Module, cfg: Config, tokenizer: Tokenizer, directory: Path,
         vocab_size={"source": tokenizer.src_vocab_size, "target": tokenizer.tgt_vocab_size},
         tokenizer=files, model=model_section, layers=m.dec_layers, hidden_size=m.hidden_size,
         generation=cfg.generation, graphs=specs,
+        languages={"source": cfg.data.src_lang, "target": cfg.data.tgt_lang},
     )  # fmt: skip
     write_manifest(manifest, directory)
 

@@ -40,6 +40,7 @@ class Manifest:
     hidden_size: int  # H
     generation: GenerationConfig
     graphs: dict[str, GraphSpec]
+    languages: dict[str, str] | None = None  # source, target codes (sentence splitting); older exports: none
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +56,7 @@ class Manifest:
             "state": {"layers": self.layers, "hidden_size": self.hidden_size, "start": "zeros"},
             "generation": dataclasses.asdict(self.generation),
             "graphs": {name: g.to_dict() for name, g in self.graphs.items()},
+            **({"languages": dict(self.languages)} if self.languages else {}),
         }
 
 
@@ -107,12 +109,14 @@ def _parse(data: dict[str, Any], path: Path) -> Manifest:
         raise CheckpointError(f"{path}: {e}") from None
     state, model = data["state"], data["model"]
     graphs = {name: _graph(g) for name, g in data["graphs"].items()}
+    languages = data.get("languages")
     manifest = Manifest(
         task=data["task"], precision=data["precision"], opset=int(data["opset"]),
         vocab_size={k: int(data["vocab_size"][k]) for k in ("source", "target")},
         tokenizer={k: str(data["tokenizer"][k]) for k in ("source", "target")},
         model=dict(model), layers=int(state["layers"]), hidden_size=int(state["hidden_size"]),
         generation=generation, graphs=graphs,
+        languages={k: str(languages[k]) for k in ("source", "target")} if languages is not None else None,
     )  # fmt: skip
     _check_graphs(manifest, path)
     return manifest

@@ -5,12 +5,16 @@
     best = translator.translate_full(lines)[i][0]                              # Translation of line i
 
 What happens to a list of lines
-- Each line is cut into source pieces. An empty line (or one with no pieces) gives an empty
+- With sentence splitting on (``split_sentences``: the source language's code), a line that holds
+  two or more sentences (:mod:`seq2seq_lstm.inference.sentences`) is cut into them, each encoded on
+  its own; a line of one sentence stays whole, so it translates exactly as without splitting.
+- Each line (or sentence) is cut into source pieces. An empty line (or one with no pieces) gives an empty
   translation without touching the model. A line longer than ``generation.max_input_len`` pieces is
   split into chunks of at most that many pieces, at the last sentence end (``. ! ?``) inside the limit,
   else at the last clause mark (``, ; :``), else before the last word start, else hard; the chunks are
   translated independently and their translations joined with a space, so a 10,000-piece input
-  costs about as much memory as ``max_input_len`` pieces do.
+  costs about as much memory as ``max_input_len`` pieces do. A line's sentences are chunks the same
+  way: joined with a space, one output line per input line.
 - Chunks are sorted by length (longest first) and grouped into batches of at most
   ``generation.batch_tokens`` source pieces, padding included (and ``batch_sentences`` sentences when
   set); the results come back in the input order. A sentence gets the same translation whatever batch
@@ -21,7 +25,7 @@ What happens to a list of lines
   The maximum wins over ``min_len``: a chunk whose ``max_len`` is below ``min_len`` ends at ``max_len``
   with pieces the model predicts while EOS is banned, and a warning says how many lines that hit.
 - A forced target prefix (interactive translation: continue what a translator typed) applies to the
-  first chunk of its line; the returned text starts with it.
+  first chunk (the first sentence) of its line; the returned text starts with it.
 
 Scores are the search's: ``sum(token_log_probs) / lp(|Y|)`` with EOS counted in ``|Y|``. A chunked line
 scores the sum of its chunks' scores, and its ``token_log_probs`` hold one EOS log-prob per chunk.
@@ -69,8 +73,10 @@ class Translation:
     ``tokens``/``pieces``: target pieces without BOS/EOS; ``token_log_probs``: one per piece and one
     per EOS (one EOS per chunk); ``score``: as the search defines it (summed over chunks);
     ``attention``: (T, S) float32 with T = len(tokens) + 1 (EOS last) over the ``source_pieces``, or
-    None when not asked for or the line was chunked; ``alignment``: for each target piece the index of
-    the source piece it attended to most (chunk offsets included), empty when attention was not asked for.
+    None when not asked for or the line was chunked (split into sentences counts); ``alignment``: for
+    each target piece the index of the source piece it attended to most (chunk offsets included), empty
+    when attention was not asked for; ``chunks``: how many searches the line took (sentences, and
+    chunks of over-long ones).
     An empty line has no chunk and runs no model: an empty text, or the forced prefix as typed, score 0
     and no log-probs.
     """
@@ -129,7 +135,8 @@ class Translator:
     ``options`` are given (``SearchOptions.from_generation(generation, sampling=sampling)``);
     ``sampling``: sample instead of searching; ``batch_sentences``: a cap on sentences per batch on
     top of ``generation.batch_tokens`` (0 = none); ``dtype``: a key of
-    :data:`seq2seq_lstm.decoding.quantize.DTYPES` for the weights.
+    :data:`seq2seq_lstm.decoding.quantize.DTYPES` for the weights; ``split_sentences``: the source
+    language code whose rules cut lines into sentences, or None to translate lines whole.
     """
 
     def __init__(
@@ -144,6 +151,7 @@ class Translator:
         device: str | torch.device = "cpu",
         dtype: str = "float32",
         shortlist: Shortlist | None = None,
+        split_sentences: str | None = None,
     ) -> None:
         if not models:
             raise ValueError("a Translator needs at least one model")
@@ -161,6 +169,7 @@ class Translator:
         self.tokenizer, self.generation, self.options = tokenizer, generation, options
         self.sampling = options.sampling
         self.batch_sentences = batch_sentences
+        self.split_sentences = split_sentences
         if generation.shortlist and shortlist is None:
             raise UserError("generation.shortlist is set but no shortlist was given (see `s2s shortlist`)")
         self.shortlist = shortlist if generation.shortlist else None
@@ -174,12 +183,14 @@ class Translator:
         batch_sentences: int = 0,
         device: str | torch.device = "cpu",
         dtype: str = "float32",
+        split_sentences: bool = False,
         **overrides: Any,
     ) -> Translator:
         """Load a run directory (or weight file) written by `s2s train`, or several for an ensemble.
 
         ``overrides`` replace fields of the first run's ``generation`` section (``beam_size=1``, ...);
-        an ensemble's members must share the first one's tokenizer.
+        an ensemble's members must share the first one's tokenizer. ``split_sentences``: cut lines
+        into sentences by the rules of the run's ``data.src_lang``.
         """
         from ..checkpoint import load_ensemble, locate_run
 
@@ -199,7 +210,8 @@ class Translator:
                 locate_run(first).shortlist, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size
             )
         return cls(models, tokenizer, generation, options=options, batch_sentences=batch_sentences,
-                   device=device, dtype=dtype, shortlist=shortlist)  # fmt: skip
+                   device=device, dtype=dtype, shortlist=shortlist,
+                   split_sentences=cfg.data.src_lang if split_sentences else None)  # fmt: skip
 
     @classmethod
     def from_export(
@@ -209,11 +221,14 @@ class Translator:
         sampling: Sampling | None = None,
         batch_sentences: int = 0,
         threads: int | None = None,
+        split_sentences: bool = False,
         **overrides: Any,
     ) -> Translator:
         """Translate with the ONNX Runtime engine over a folder written by `s2s export` (CPU, the
         precision it was exported in); ``overrides`` as in :meth:`from_checkpoint`, on the run's
-        generation settings that the export keeps. ``threads``: ONNX Runtime intra-op threads."""
+        generation settings that the export keeps. ``threads``: ONNX Runtime intra-op threads.
+        ``split_sentences``: by the source language the export records (an export made before it
+        recorded one translates lines whole)."""
         from ..export.engine import load_export
 
         export = load_export(directory, threads)
@@ -225,8 +240,10 @@ class Translator:
         generation, options = _search_options(export.manifest.generation, sampling, overrides)
         if generation.shortlist:
             raise UserError("a vocabulary shortlist needs --engine torch; pass --shortlist 0 for onnx")
+        languages = export.manifest.languages
+        language = languages["source"] if split_sentences and languages else None
         return cls([export.engine], export.tokenizer, generation, options=options,
-                   batch_sentences=batch_sentences)  # fmt: skip
+                   batch_sentences=batch_sentences, split_sentences=language)  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------
 
@@ -248,9 +265,9 @@ class Translator:
         for i, line in enumerate(lines):
             if not isinstance(line, str):
                 raise UserError(f"line {i + 1} is a {type(line).__name__}, not a string")
-        src_ids = self.tokenizer.encode_src(lines) if lines else []
+        sentences = self._sentences(lines)
         forced = self._encode_prefixes(prefixes, len(lines))
-        segments = self._segments(src_ids, forced)
+        segments = self._segments(sentences, forced)
         self._warn_min_len(segments, len(lines))
         results: dict[tuple[int, int], list[Hypothesis]] = {}
         generator = None
@@ -263,7 +280,10 @@ class Translator:
         by_line: dict[int, list[_Segment]] = {}
         for seg in segments:
             by_line.setdefault(seg.line, []).append(seg)
-        return [self._assemble(ids, by_line.get(i, []), results, forced[i]) for i, ids in enumerate(src_ids)]
+        return [
+            self._assemble([i for ids in parts for i in ids], by_line.get(line, []), results, forced[line])
+            for line, parts in enumerate(sentences)
+        ]
 
     # ------------------------------------------------------------------------------------------------
 
@@ -272,17 +292,28 @@ class Translator:
             return [[] for _ in range(n)]
         return self.tokenizer.encode_tgt([p or "" for p in prefixes])  # "" encodes to []
 
-    def _segments(self, src_ids: list[list[int]], forced: list[list[int]]) -> list[_Segment]:
-        """Every non-empty line as one or more chunks of at most ``max_input_len`` pieces."""
+    def _sentences(self, lines: list[str]) -> list[list[list[int]]]:
+        """Each line's source ids: one list per sentence (one for the whole line without splitting)."""
+        if not lines:
+            return []
+        if self.split_sentences is None:
+            return [[ids] for ids in self.tokenizer.encode_src(lines)]
+        from .sentences import split_sentences
+
+        parts = [split_sentences(line, self.split_sentences) for line in lines]
+        flat = iter(self.tokenizer.encode_src([s for p in parts for s in p]))
+        return [[next(flat) for _ in p] for p in parts]
+
+    def _segments(self, sentences: list[list[list[int]]], forced: list[list[int]]) -> list[_Segment]:
+        """Every non-empty sentence of every line as one or more chunks of at most ``max_input_len``
+        pieces, numbered through the line; the line's prefix goes to its first chunk."""
         limit, piece = self.generation.max_input_len, self.tokenizer.src_sp.id_to_piece
-        segments = []
-        for line, ids in enumerate(src_ids):
-            if not ids:
-                continue
-            offset = 0
-            for chunk, part in enumerate(split_long(ids, limit, piece)):
+        segments: list[_Segment] = []
+        for line, parts in enumerate(sentences):
+            chunk, offset = 0, 0
+            for part in (p for ids in parts if ids for p in split_long(ids, limit, piece)):
                 segments.append(_Segment(line, chunk, part, offset, forced[line] if chunk == 0 else []))
-                offset += len(part)
+                chunk, offset = chunk + 1, offset + len(part)
         return segments
 
     def _warn_min_len(self, segments: list[_Segment], lines: int) -> None:
@@ -452,7 +483,8 @@ def _search_options(
 
 
 def translate_source(checkpoint: str, sources: Sequence[str]) -> list[str]:
-    """Translate ``sources`` with the trained model in ``checkpoint`` (a run directory or weights file)."""
-    hypotheses = Translator.from_checkpoint(checkpoint).translate(list(sources))
+    """Translate ``sources`` with the trained model in ``checkpoint`` (a run directory or weights file)
+    as `s2s translate` does by default (sentence splitting included)."""
+    hypotheses = Translator.from_checkpoint(checkpoint, split_sentences=True).translate(list(sources))
     assert len(hypotheses) == len(sources), "the translator must return one line per source line"
     return hypotheses

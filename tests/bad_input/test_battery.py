@@ -164,6 +164,16 @@ def exported(run: str, out: str) -> Callable[[Places], None]:
     return setup
 
 
+def manifest_field(folder: str, name: str, value: Any) -> Callable[[Places], None]:
+    """A manifest with one top-level field set to ``value`` (a hand edit, or another tool's)."""
+
+    def setup(at: Places) -> None:
+        path = Path(at.fill(folder)) / "manifest.json"
+        path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), name: value}), "utf-8")
+
+    return setup
+
+
 def manifest_sizes(folder: str, old: int, new: int) -> Callable[[Places], None]:
     """A manifest that says hidden size ``new`` everywhere (consistent in itself) over graphs of ``old``."""
 
@@ -523,6 +533,12 @@ EXPORT = [
     Case("translate/onnx-not-an-export", ("translate", "--engine", "onnx", "--checkpoint", "{run}", "--input",
          "{tmp}/src.txt"), "{run}/manifest.json is missing; {run} is not a folder written by `s2s export`",
          setup=SRC),
+    Case("translate/split-sentences-takes-no-value", ("translate", "--checkpoint", "{run}",
+         "--split-sentences=no"), "Option '--split-sentences' does not take a value",
+         stdin="Hi. Bye.\n"),
+    Case("translate/onnx-manifest-languages-not-a-mapping", ("translate", "--engine", "onnx", "--checkpoint",
+         "{tmp}/exp", "--input", "{tmp}/src.txt"), "{tmp}/exp/manifest.json: damaged manifest",
+         setup=both(SRC, exported("{run}", "{tmp}/exp"), manifest_field("{tmp}/exp", "languages", "en"))),
     Case("translate/onnx-ensemble", ("translate", "--engine", "onnx", "--checkpoint", "{run}", "--checkpoint",
          "{run}", "--input", "{tmp}/src.txt"), "--engine onnx takes one export folder", setup=SRC),
     Case("suggest/onnx-manifest-not-matching-graphs", ("suggest", "--engine", "onnx", "--checkpoint",
@@ -544,6 +560,8 @@ SERVE = [  # each refused before a port opens
          "model {tmp}/none does not exist"),
     Case("serve/payload", ("serve", "--checkpoint", "{run}/checkpoints/best.ckpt"),
          f"{{run}}/checkpoints/best.ckpt {REFUSED}", setup=pickle_payload("{run}/checkpoints/best.ckpt")),
+    Case("serve/split-sentences-takes-no-value", ("serve", "--checkpoint", "{run}", "--no-split-sentences=1"),
+         "Option '--no-split-sentences' does not take a value"),
     Case("serve/port-out-of-range", ("serve", "--checkpoint", "{run}", "--port", "70000"),
          "Invalid value for '--port': 70000 is not in the range 1<=x<=65535; see 's2s serve --help'"),
     Case("serve/api-key-file-missing", ("serve", "--checkpoint", "{run}", "--api-key-file", "{tmp}/none"),
