@@ -122,19 +122,26 @@ def decode_lines(
     if errors not in ENCODING_ERRORS:
         raise ValueError(f"errors must be one of {', '.join(ENCODING_ERRORS)}; got {errors!r}")
     for n, raw in enumerate(raw_lines, start=1):
-        raw = raw.rstrip(b"\r\n")
-        if n == 1 and strip_bom and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        try:
-            yield raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            if errors == "replace":
-                yield raw.decode("utf-8", errors="replace")
-                continue
-            raise UserError(
-                f"{name} line {n}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                f"fix the file or {replace_hint}"
-            ) from None
+        yield decode_line(raw, name, n, errors, replace_hint, strip_bom=strip_bom and n == 1)
+
+
+def decode_line(
+    raw: bytes, name: str, n: int, errors: str, replace_hint: str = REPLACE_OPTION, strip_bom: bool = False
+) -> str:
+    """Line ``n`` (1-based) of ``name`` as :func:`decode_lines` reads it, for readers that meet their
+    lines one at a time (a streamed corpus); ``strip_bom`` for the first line."""
+    raw = raw.rstrip(b"\r\n")
+    if strip_bom and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if errors == "replace":
+            return raw.decode("utf-8", errors="replace")
+        raise UserError(
+            f"{name} line {n}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+            f"fix the file or {replace_hint}"
+        ) from None
 
 
 def read_lines(

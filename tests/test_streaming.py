@@ -233,6 +233,14 @@ def test_a_malformed_line_deep_in_the_file_names_file_and_line(tmp_path, tok):
         run_loader(cfg_for(path, "data.num_workers=2"), tok)  # from a worker: the same one line
 
 
+def test_invalid_utf8_deep_in_a_stream_names_file_line_and_byte_and_a_bom_is_not_text(tmp_path, tok):
+    path = tmp_path / "c.tsv"
+    write_tsv_with_bad_lines(path, 600, set())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"a400 b c", b"a400 \xff c"))
+    with pytest.raises(UserError, match=rf"^{path} line 402: invalid UTF-8 \(byte 0xff at column 6\)"):
+        run_loader(cfg_for(path), tok)  # line 1 is the header, which reads despite its byte-order mark
+
+
 def test_skip_bad_lines_skips_and_counts_them(tmp_path, tok, caplog):
     path = tmp_path / "c.tsv"
     write_tsv_with_bad_lines(path, 600, {5, 300, 599})

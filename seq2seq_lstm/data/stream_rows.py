@@ -29,6 +29,7 @@ from datasets.distributed import split_dataset_by_node
 
 from ..config import Config
 from ..errors import UserError
+from ..files import decode_line
 from .corpus import jsonl_row, parquet_sources, resolve_corpus, tsv_header, tsv_row
 from .corpus import tokenizer_texts as corpus_tokenizer_texts
 
@@ -104,18 +105,7 @@ def _raw_lines(path: Path) -> Iterator[bytes]:
 
 def _decode(raw: bytes, path: Path, n: int, errors: str) -> str:
     """Line ``n`` (0-based) as text, as :func:`~seq2seq_lstm.files.decode_lines` reads it."""
-    raw = raw.rstrip(b"\r\n")
-    if n == 0 and raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        if errors == "replace":
-            return raw.decode("utf-8", errors="replace")
-        raise UserError(
-            f"{path} line {n + 1}: invalid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-            f"fix the file or {REPLACE_HINT}"
-        ) from None
+    return decode_line(raw, str(path), n + 1, errors, REPLACE_HINT, strip_bom=n == 0)
 
 
 def _mine(lines: Iterator, shard: int, num_shards: int) -> Iterator[tuple[int, object]]:
