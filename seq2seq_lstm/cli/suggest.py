@@ -263,6 +263,7 @@ def suggest_eval(
 
     from ..files import atomic_write_text, check_output
     from ..suggest.keystrokes import evaluate_suggestions
+    from ..suggest.tune import adaptation_report
     from .streams import stdout_is_closed
 
     if output:
@@ -282,9 +283,8 @@ def suggest_eval(
         _tune(suggester, _documents(sentences, documents), options, tune, k)
         return
     if adapting:
-        report = _adaptation_report(
-            suggester, _documents(sentences, documents), adapt, options, k, mrr_k, bootstrap
-        )
+        docs = _documents(sentences, documents)
+        report = adaptation_report(suggester, docs, adapt, options, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
     else:
         report = evaluate_suggestions(
             suggester, sentences, source_lines, k=k, mrr_k=mrr_k, bootstrap=bootstrap
@@ -316,24 +316,9 @@ def _documents(lines: list[str], documents: bool) -> list[list[str]]:
     return split_documents(lines) if documents else [[line for line in lines if line.strip()]]
 
 
-def _adaptation_report(suggester, docs, adapt: str, options: dict, k: int, mrr_k: int, bootstrap: int):
-    """The documents typed in order without and with the adapter; an adapter that only rescores
-    replays the plain pass's answers (:class:`~seq2seq_lstm.suggest.tune.SharedAnswers`)."""
-    from ..suggest.adapt import build_adapter
-    from ..suggest.keystrokes import evaluate_adaptation
-    from ..suggest.tune import SharedAnswers
-
-    adapter = build_adapter(adapt, suggester, options)
-    shared = suggester.task == "lm" and (adapter is None or not adapter.changes_weights)
-    predictor = SharedAnswers(suggester) if shared else suggester
-    return evaluate_adaptation(predictor, docs, adapter, k=k, mrr_k=mrr_k, bootstrap=bootstrap)
-
-
 def _tune(suggester, docs, options: dict, tune: str, k: int) -> None:
     """``--tune``: keystroke savings for each starting cache weight, best first."""
-    from ..suggest.adapt import build_adapter
-    from ..suggest.cache import CacheSettings
-    from ..suggest.tune import tune_cache
+    from ..suggest.tune import tune_cache_weight
 
     try:
         weights = [float(w) for w in tune.split(",")]
@@ -341,16 +326,7 @@ def _tune(suggester, docs, options: dict, tune: str, k: int) -> None:
         raise click.ClickException(
             f"--tune {tune!r}: give comma-separated weights, e.g. 0.05,0.1,0.2"
         ) from None
-    build_adapter("cache", suggester, options)  # checks the other settings once, in one line
-    base = {key: value for key, value in options.items() if key != "weight"}
-    grid = []
-    for w in weights:
-        bounds = {  # the weight tried stays inside the learned weight's range
-            "min_weight": min(w, base.get("min_weight", CacheSettings.min_weight)),
-            "max_weight": max(w, base.get("max_weight", CacheSettings.max_weight)),
-        }
-        grid.append(build_adapter("cache", suggester, base | bounds | {"weight": w}).settings)
-    for settings, savings in tune_cache(suggester, docs, grid, k=k):
+    for settings, savings in tune_cache_weight(suggester, docs, options, weights, k=k):
         click.echo(f"weight {settings.weight:g}\tkeystroke_savings {100 * savings:.2f}%")
 
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import UserError
+from .adapt import build_adapter
 from .cache import CacheAdapter, CacheSettings
-from .keystrokes import _columns, _metric, score_documents
+from .keystrokes import AdaptationReport, _columns, _metric, evaluate_adaptation, score_documents
 from .suggester import SuggestSession
 
 
@@ -67,3 +68,32 @@ def tune_cache(
         metric, _ = _metric("keystroke_savings", _columns(rows), None)
         results.append((settings, metric.value))
     return sorted(results, key=lambda sv: -sv[1])
+
+
+def adaptation_report(
+    suggester, documents: Sequence[Sequence[str]], adapt: str, options: dict, **kwargs
+) -> AdaptationReport:
+    """``documents`` typed in order without and with the ``adapt`` adapter (``s2s suggest-eval
+    --adapt``); an adapter that only rescores replays the plain pass's answers (:class:`SharedAnswers`).
+    ``kwargs``: :func:`~seq2seq_lstm.suggest.keystrokes.evaluate_adaptation`'s k, mrr_k, bootstrap."""
+    adapter = build_adapter(adapt, suggester, options)
+    shared = suggester.task == "lm" and (adapter is None or not adapter.changes_weights)
+    predictor = SharedAnswers(suggester) if shared else suggester
+    return evaluate_adaptation(predictor, documents, adapter, **kwargs)
+
+
+def tune_cache_weight(
+    suggester, documents: Sequence[Sequence[str]], options: dict, weights: Sequence[float], *, k: int = 3
+) -> list[tuple[CacheSettings, float]]:
+    """:func:`tune_cache` over starting weights (``s2s suggest-eval --tune``), the other settings from
+    ``options``; each weight tried stays inside the learned weight's range."""
+    build_adapter("cache", suggester, options)  # checks the other settings once, in one line
+    base = {key: value for key, value in options.items() if key != "weight"}
+    grid = []
+    for w in weights:
+        bounds = {
+            "min_weight": min(w, base.get("min_weight", CacheSettings.min_weight)),
+            "max_weight": max(w, base.get("max_weight", CacheSettings.max_weight)),
+        }
+        grid.append(build_adapter("cache", suggester, base | bounds | {"weight": w}).settings)
+    return tune_cache(suggester, documents, grid, k=k)
