@@ -91,10 +91,27 @@ def test_export_holds_the_page_the_model_and_its_libraries(web_export):
     assert pieces["pieces"][:4] == ["<pad>", "<unk>", "<s>", "</s>"] and pieces["special"] == [0, 1, 2, 3]
 
 
+def browser_processes() -> list[int]:
+    """Pids of live processes started by ``type_in_browser`` (their profile folder is in the command)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if b"s2s-chromium-" in (proc / "cmdline").read_bytes() and b"Z" not in _state(proc):
+                pids.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            continue
+    return pids
+
+
+def _state(proc: Path) -> bytes:
+    return (proc / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+
+
 def test_page_shows_the_words_s2s_suggest_prints_at_every_keystroke(web_export, lm_run):
     if find_browser() is None:
         need("no headless Chromium (the Debian package chromium-headless-shell)")
     report = type_in_browser(web_export, TEXTS)
+    assert browser_processes() == [], "Chromium processes outlived the run"
     suggester = Suggester.from_checkpoint(lm_run)
     typed = [text[:i] for text in TEXTS for i in range(len(text) + 1)]
     assert [r["text"] for r in report["results"]] == typed

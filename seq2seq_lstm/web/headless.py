@@ -8,10 +8,12 @@ The folder is served on 127.0.0.1 by a ``http.server`` thread that also hands th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -82,11 +84,16 @@ def type_in_browser(folder: str | os.PathLike, texts: list[str], timeout: float 
             args.append("--no-sandbox")
         log = Path(profile) / "browser.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([*args, url], stdout=out, stderr=subprocess.STDOUT)
+            # its own process group: Chromium forks zygote and renderer processes, which outlive a
+            # kill of the browser process alone
+            proc = subprocess.Popen(
+                [*args, url], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
             try:
                 finished = done.wait(timeout)
             finally:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 server.shutdown()
                 server.server_close()
