@@ -214,7 +214,7 @@ def test_config_unknown_key_and_wrong_type(tmp_path, config):
     fails_with(
         run("tokenizer", "train", "--config", bad, "--out", tmp_path / "out"),
         f"{bad}: unknown key tokenizer.vocab; allowed keys: model_type, vocab_size, character_coverage, "
-        "byte_fallback, joint, input_sentence_size, seed, num_threads",
+        "byte_fallback, joint, input_sentence_size, seed, num_threads, sample_sentences",
     )
     bad.write_text(CONFIG.replace("vocab_size: 400", "vocab_size: lots"), encoding="utf-8")
     fails_with(
