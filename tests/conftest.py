@@ -32,3 +32,14 @@ def pytest_configure(config):
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """A 400-piece joint tokenizer trained on the tiny fixture's training pairs (data and streaming tests)."""
+    from seq2seq_lstm.config import TokenizerConfig
+    from seq2seq_lstm.data.tokenizer import Tokenizer
+
+    en = (FIXTURES / "tiny" / "train.en").read_text(encoding="utf-8").splitlines()
+    es = (FIXTURES / "tiny" / "train.es").read_text(encoding="utf-8").splitlines()
+    return Tokenizer.train(en, es, TokenizerConfig(vocab_size=400))

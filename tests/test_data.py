@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seq2seq_lstm.config import TokenizerConfig, load_config
+from seq2seq_lstm.config import load_config
 from seq2seq_lstm.data import corpus
 from seq2seq_lstm.data.batching import (
     Collator,
@@ -23,7 +23,6 @@ from seq2seq_lstm.data.batching import (
 from seq2seq_lstm.data.corpus import load_monolingual, load_parallel
 from seq2seq_lstm.data.datamodule import LMDataModule, TranslationDataModule
 from seq2seq_lstm.data.stats import corpus_stats
-from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.errors import UserError
 from seq2seq_lstm.vocab import BOS_ID, EOS_ID, PAD_ID
 
@@ -35,12 +34,6 @@ def text_pairs():
     en = (TINY / "train.en").read_text(encoding="utf-8").splitlines()
     es = (TINY / "train.es").read_text(encoding="utf-8").splitlines()
     return list(zip(en, es, strict=True))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    en, es = zip(*text_pairs(), strict=True)
-    return Tokenizer.train(en, es, TokenizerConfig(vocab_size=400))
 
 
 def tiny_cfg(*overrides):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_data import text_pairs
 
-from seq2seq_lstm.config import TokenizerConfig, load_config
+from seq2seq_lstm.config import load_config
 from seq2seq_lstm.data import stream_rows
 from seq2seq_lstm.data.corpus import load_parallel
 from seq2seq_lstm.data.stream_rows import node_rows, sample_texts, shard_rows, stream_source
@@ -20,23 +21,10 @@ from seq2seq_lstm.data.streaming import (
     StreamPlan,
     stream_items,
 )
-from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.errors import UserError
 
 TINY = Path(__file__).parent / "fixtures" / "tiny"
 WORDS = "the a house dog cat runs sleeps big small red green on under old new".split()
-
-
-def text_pairs():
-    en = (TINY / "train.en").read_text(encoding="utf-8").splitlines()
-    es = (TINY / "train.es").read_text(encoding="utf-8").splitlines()
-    return list(zip(en, es, strict=True))
-
-
-@pytest.fixture(scope="module")
-def tok():
-    en, es = zip(*text_pairs(), strict=True)
-    return Tokenizer.train(en, es, TokenizerConfig(vocab_size=400))
 
 
 def cfg_for(train: Path | str, *sets: str):
