@@ -179,6 +179,7 @@ class ModelConfig:
     dec_layers: int = 2  # stacked decoder LSTM layers
     bidirectional: bool = False  # bidirectional encoder (each direction gets hidden_size // 2)
     dropout: float = 0.3  # dropout on embeddings, between LSTM layers and before the output layer
+    word_dropout: float = 0.0  # training: drop whole input tokens (source and decoder inputs) at this rate
     cell: str = "lstm"  # lstm (fused nn.LSTM), peephole (Gers & Schmidhuber 2000) or cifg (Greff 2017)
     attention: str = "general"  # dot, general (Luong) or bahdanau (MLP)
     input_feeding: bool = True  # feed the previous attentional vector into the decoder (Luong 2015)
@@ -190,6 +191,7 @@ class ModelConfig:
         for name in ("emb_dim", "hidden_size", "enc_layers", "dec_layers"):
             _check_range("model", name, getattr(self, name), lo=1)
         _check_range("model", "dropout", self.dropout, lo=0.0, hi=0.9)
+        _check_range("model", "word_dropout", self.word_dropout, lo=0.0, hi=0.9)
         _check_choice("model", "cell", self.cell, CELLS)
         _check_choice("model", "attention", self.attention, ATTENTIONS)
         _check_choice("model", "bridge", self.bridge, BRIDGES)

@@ -187,6 +187,7 @@ BAD_VALUES = [
     ("model.dec_layers", -2, "model.dec_layers must be >= 1; got -2"),
     ("model.dropout", -0.1, "model.dropout must be >= 0.0 and <= 0.9; got -0.1"),
     ("model.dropout", 0.95, "model.dropout must be >= 0.0 and <= 0.9; got 0.95"),
+    ("model.word_dropout", -0.1, "model.word_dropout must be >= 0.0 and <= 0.9; got -0.1"),
     ("model.cell", "gru", "model.cell must be one of lstm, peephole, cifg; got 'gru'"),
     ("model.attention", "additive", "model.attention must be one of dot, general, bahdanau; got 'additive'"),
     ("model.bridge", "mlp", "model.bridge must be one of linear, zero; got 'mlp'"),
@@ -372,7 +373,7 @@ def test_an_unknown_top_level_key_lists_the_sections():
 def test_an_unknown_model_key_lists_the_model_keys():
     assert error_of(nested(**{"model.hidden": 256})) == (
         "unknown key model.hidden; allowed keys: emb_dim, hidden_size, enc_layers, dec_layers, "
-        "bidirectional, dropout, cell, attention, input_feeding, bridge, tie_output, tie_source"
+        "bidirectional, dropout, word_dropout, cell, attention, input_feeding, bridge, tie_output, tie_source"
     )
 
 

@@ -12,6 +12,7 @@ from seq2seq_lstm.model import cells
 from seq2seq_lstm.model.decoder import Decoder, DecoderState
 from seq2seq_lstm.model.encoder import Encoder, reverse_padded
 from seq2seq_lstm.model.seq2seq import LanguageModel, Seq2Seq, build_model, count_parameters, model_summary
+from seq2seq_lstm.model.word_dropout import drop_words
 
 SRC_V, TGT_V = 17, 19
 
@@ -418,3 +419,41 @@ def test_log_probs_in_blocks_of_rows_are_the_whole_batchs(dtype, monkeypatch):
     else:
         torch.testing.assert_close(blocks, whole, atol=1e-6, rtol=0)
     assert torch.allclose(blocks.exp().sum(1), torch.ones(15))
+
+
+def test_word_dropout_zeroes_whole_token_vectors_at_the_rate_and_only_in_training():
+    torch.manual_seed(0)
+    emb = torch.ones(64, 200, 8)
+    out = drop_words(emb, 0.25, training=True)
+    dropped = (out == 0).all(-1)  # (B, T): whole vectors, never single units
+    assert torch.all(dropped | (out == 1 / 0.75).all(-1))
+    assert abs(dropped.float().mean().item() - 0.25) < 0.01  # 12,800 tokens: the rate within 1 point
+    assert drop_words(emb, 0.25, training=False) is emb
+    assert drop_words(emb, 0.0, training=True) is emb
+    step = drop_words(torch.ones(4000, 8), 0.5, training=True)  # a decoder step's (B, E)
+    assert abs((step == 0).all(-1).float().mean().item() - 0.5) < 0.03
+
+
+def test_word_dropout_changes_training_forward_passes_only():
+    """Same weights with and without word dropout (and no other dropout): equal logits in eval mode,
+    different ones in training, on the source side (encoder) and the decoder inputs alike."""
+    torch.manual_seed(0)
+    plain = Seq2Seq(tiny(), SRC_V, TGT_V)
+    dropping = Seq2Seq(tiny(word_dropout=0.5), SRC_V, TGT_V)
+    dropping.load_state_dict(plain.state_dict())
+    src, src_lens = padded([[5, 6, 7, 8], [9, 10]])
+    tgt_in, _ = padded([[2, 4, 5, 6], [2, 7, 0, 0]])
+    plain.eval(), dropping.eval()
+    torch.testing.assert_close(dropping(src, src_lens, tgt_in), plain(src, src_lens, tgt_in), atol=0, rtol=0)
+    plain.train(), dropping.train()
+    torch.manual_seed(1)
+    memory = dropping.encoder(src, src_lens)[0]
+    assert not torch.allclose(memory, plain.encoder(src, src_lens)[0])
+    state = plain.start(src, src_lens)
+    torch.manual_seed(1)
+    assert not torch.allclose(dropping.decoder(tgt_in, state)[0], plain.decoder(tgt_in, state)[0])
+
+
+def test_word_dropout_range_is_checked():
+    with pytest.raises(ConfigError, match=r"model.word_dropout must be >= 0.0 and <= 0.9; got 1.0"):
+        ModelConfig(word_dropout=1.0)

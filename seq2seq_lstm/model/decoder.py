@@ -33,6 +33,7 @@ from ..vocab import PAD_ID
 from .attention import ATTENTIONS
 from .cells import CELLS, Activation, LayerStates, StackedCell, run_lstm
 from .shared_weight import SharedLinear, compute_dtype
+from .word_dropout import drop_words
 
 # logits per block of rows in Decoder._log_probs (CPU): about one core's L2 cache
 LOGIT_BLOCK_BYTES = 2**20
@@ -163,12 +164,14 @@ class Decoder(nn.Module):
         attention: str | None = "general",
         input_feeding: bool = True,
         tie_output: bool = True,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if attention is None and input_feeding:
             raise ValueError("input feeding needs attention: there is no attentional vector to feed")
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.dropout, self.input_feeding = dropout, input_feeding
+        self.word_dropout = word_dropout  # whole previous-token inputs dropped in training (drop_words)
         self.embed = nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         # Without input feeding the standard LSTM needs no per-step Python at all: nn.LSTM's fused loop.
         self.fused = cell == "lstm" and not input_feeding
@@ -315,7 +318,8 @@ class Decoder(nn.Module):
         The returned state is the one after the last column, padding included: for a padded batch,
         continue decoding with ``step()`` instead.
         """
-        emb = F.dropout(self.embed(tgt_in), self.dropout, self.training)  # (B, T, E)
+        emb = drop_words(self.embed(tgt_in), self.word_dropout, self.training)  # (B, T, E)
+        emb = F.dropout(emb, self.dropout, self.training)
         if self.fused:
             top, (h, c) = run_lstm(self.rnn, emb, (state.h, state.c))  # (B, T, H)
             out, _ = self._attend(top, state)  # attention batched over all T steps
@@ -374,7 +378,10 @@ class Decoder(nn.Module):
         attention (B, S). A vocabulary shortlist
         (:mod:`seq2seq_lstm.decoding.shortlist`) applies its own rows."""
         lookup = self.gate_table is not None and not self.fused and not self.training
-        emb = None if lookup else F.dropout(self.embed(tokens), self.dropout, self.training)  # (B, E)
+        emb = None
+        if not lookup:
+            emb = drop_words(self.embed(tokens), self.word_dropout, self.training)  # (B, E)
+            emb = F.dropout(emb, self.dropout, self.training)
         if self.fused:
             top, (h, c) = run_lstm(self.rnn, emb.unsqueeze(1), (state.h, state.c))  # (B, 1, H)
             out, weights = self._attend(top.squeeze(1), state)

@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..vocab import PAD_ID
 from .cells import CELLS, run_lstm
+from .word_dropout import drop_words
 
 State = tuple[Tensor, Tensor]
 
@@ -143,7 +144,9 @@ class CellLSTM(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Embeddings -> dropout -> stacked (bi)LSTM (Sutskever et al. 2014; Luong et al. 2015)."""
+    """Embeddings -> dropout -> stacked (bi)LSTM (Sutskever et al. 2014; Luong et al. 2015).
+
+    ``word_dropout`` drops whole source tokens in training (:func:`.word_dropout.drop_words`)."""
 
     def __init__(
         self,
@@ -155,6 +158,7 @@ class Encoder(nn.Module):
         bidirectional: bool = False,
         cell: str = "lstm",
         embedding: nn.Embedding | None = None,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if bidirectional and hidden_size % 2:
@@ -162,7 +166,7 @@ class Encoder(nn.Module):
         self.embed = (
             embedding if embedding is not None else nn.Embedding(vocab_size, emb_dim, padding_idx=PAD_ID)
         )
-        self.dropout = dropout
+        self.dropout, self.word_dropout = dropout, word_dropout
         self.hidden_size, self.num_layers = hidden_size, num_layers
         if cell == "lstm":
             self.rnn: nn.Module = PackedLSTM(emb_dim, hidden_size, num_layers, dropout, bidirectional)
@@ -175,6 +179,7 @@ class Encoder(nn.Module):
         mask = torch.arange(S, device=src.device).unsqueeze(0) < src_lens.to(src.device).unsqueeze(
             1
         )  # (B, S)
-        x = F.dropout(self.embed(src), self.dropout, self.training)  # (B, S, E)
+        x = drop_words(self.embed(src), self.word_dropout, self.training)  # (B, S, E)
+        x = F.dropout(x, self.dropout, self.training)
         memory, state = self.rnn(x, src_lens, mask)
         return memory, mask, state

@@ -57,6 +57,7 @@ def _decoder(cfg: ModelConfig, vocab: int, attention: bool) -> Decoder:
         attention=cfg.attention if attention else None,
         input_feeding=cfg.input_feeding and attention,
         tie_output=cfg.tie_output,
+        word_dropout=cfg.word_dropout,
     )
 
 
@@ -81,6 +82,7 @@ class Seq2Seq(nn.Module):
             bidirectional=cfg.bidirectional,
             cell=cfg.cell,
             embedding=self.decoder.embed if cfg.tie_source else None,
+            word_dropout=cfg.word_dropout,
         )
         self.bridge = BRIDGES[cfg.bridge](cfg.enc_layers, cfg.dec_layers, cfg.hidden_size)
         init_parameters(self)
