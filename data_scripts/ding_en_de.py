@@ -6,13 +6,18 @@ words and phrases; we keep the sub-entries where both sides look like sentences.
 this script fetches and builds it locally, it is never committed.
 
     python data_scripts/ding_en_de.py --out data/ding-en-de
+    python data_scripts/ding_en_de.py --phrases        # + phrase pairs in train: data/ding-en-de-phrases
+
+`--phrases` adds the multi-word phrase sub-entries ("a medical journal :: eine medizinische
+Fachzeitschrift") to the training split only, as extra training data; valid and test stay the same
+sentences, and no phrase whose English or German side equals a valid/test sentence's is added.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from common import (
@@ -20,6 +25,7 @@ from common import (
     DEFAULT_SEED,
     REPO,
     clean_ws,
+    dedupe_key,
     dedupe_pairs,
     installed_or_unpacked,
     log,
@@ -37,6 +43,9 @@ _OPEN = "\"'„‚“‘«»¿¡("
 _CLOSE = "\"'“”‘’«»)"
 # Dictionary placeholders (`sth.`, `jdm.`) mark templates, not sentences.
 _PLACEHOLDER = re.compile(r"\b(sth|sb|etw|jdm|jdn|jds|jd)\b\.?", re.IGNORECASE)
+# A parenthesized part of a phrase is a gloss or an optional word ("listening (with a stethoscope)"):
+# the phrase without it is still a translation of the other side without its own.
+_GLOSS = re.compile(r"\s*\([^()]*\)")
 
 
 def dict_file(cache: Path) -> Path:
@@ -93,6 +102,53 @@ def read_pairs(path: Path) -> Iterator[tuple[str, str]]:
                         yield e, d
 
 
+def is_phrase(text: str) -> bool:
+    """At least 2 words, no template marks (see `usable`), and not a sentence (those are `read_pairs`')."""
+    return len(text.split()) >= 2 and usable(text) and not is_sentence(text)
+
+
+def read_phrase_pairs(path: Path) -> Iterator[tuple[str, str]]:
+    """All (en, de) multi-word phrase pairs in dictionary order, labels and glosses stripped.
+
+    Unlike sentences, the synonyms of a phrase sub-entry are paired every German with every English
+    one: they name one sense, and phrases need no word-for-word match ("ready for collection; awaiting
+    collection" both translate "zur Abholung bereit").
+    """
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or " :: " not in line:
+                continue
+            de, en = line.rstrip("\n").split(" :: ", 1)
+            de_subs, en_subs = de.split(" | "), en.split(" | ")
+            if len(de_subs) != len(en_subs):
+                continue
+            for de_sub, en_sub in zip(de_subs, en_subs, strict=True):
+                des = [normalize(_GLOSS.sub("", _LABEL.sub("", s))) for s in de_sub.split("; ")]
+                ens = [normalize(_GLOSS.sub("", _LABEL.sub("", s))) for s in en_sub.split("; ")]
+                for e in filter(is_phrase, ens):
+                    for d in filter(is_phrase, des):
+                        yield e, d
+
+
+def held_out_phrases(
+    phrases: Iterable[tuple[str, str]], held_out: Iterable[tuple[str, str]]
+) -> tuple[list[tuple[str, str]], int]:
+    """``(kept, dropped)``: the phrase pairs once each (by `dedupe_key`), without those whose English
+    or German side equals a held-out (valid/test) sentence's, so no evaluation text is trained on."""
+    held = list(held_out)
+    seen = {dedupe_key(e) for e, _ in held}, {dedupe_key(d) for _, d in held}
+    pairs: set[tuple[str, str]] = set()
+    kept, dropped = [], 0
+    for e, d in phrases:
+        key = (dedupe_key(e), dedupe_key(d))
+        if key[0] in seen[0] or key[1] in seen[1]:
+            dropped += 1
+        elif key not in pairs:
+            pairs.add(key)
+            kept.append((e, d))
+    return kept, dropped
+
+
 def build_splits(seed: int = DEFAULT_SEED, cache: Path = DEFAULT_CACHE) -> dict[str, list[tuple[str, str]]]:
     """Deduplicated (en, de) pairs split into train/valid/test; deterministic for a given seed."""
     path = dict_file(cache)
@@ -102,14 +158,28 @@ def build_splits(seed: int = DEFAULT_SEED, cache: Path = DEFAULT_CACHE) -> dict[
     return split(pairs, N_VALID, N_TEST, seed)
 
 
+def add_phrases(splits: dict[str, list[tuple[str, str]]], cache: Path) -> dict[str, list[tuple[str, str]]]:
+    """The splits with the dictionary's phrase pairs appended to train (valid and test unchanged)."""
+    held_out = splits["valid"] + splits["test"]
+    phrases, dropped = held_out_phrases(read_phrase_pairs(dict_file(cache)), held_out)
+    log(f"Ding: {len(phrases)} phrase pairs added to train ({dropped} dropped: a side is a valid/test one)")
+    return {**splits, "train": splits["train"] + phrases}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "data" / "ding-en-de", help="output folder")
+    parser.add_argument("--out", type=Path, help="output folder (default data/ding-en-de[-phrases])")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="shuffle seed for the split")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where downloads are unpacked")
+    parser.add_argument(
+        "--phrases", action="store_true", help="add the dictionary's multi-word phrase pairs to train"
+    )
     args = parser.parse_args()
+    out = args.out or REPO / "data" / ("ding-en-de-phrases" if args.phrases else "ding-en-de")
     splits = build_splits(args.seed, args.cache)
-    write_parallel_splits(args.out, splits, ("en", "de"))
+    if args.phrases:
+        splits = add_phrases(splits, args.cache)
+    write_parallel_splits(out, splits, ("en", "de"))
     summary("ding-en-de pairs", {k: len(v) for k, v in splits.items()})
 
 
