@@ -16,6 +16,7 @@
 #   ONMT_VENV  virtualenv for OpenNMT-py (default runs/opennmt-venv), made on first use from PyPI
 #   ONMT_TORCH torch requirement for that venv (default torch==2.13.0, the CPU wheel we test with)
 #   BRNN=1     bidirectional encoder (for configs with model.bidirectional: true)
+#   ONMT_SEED  OpenNMT-py's random seed (default 1234)
 #   SKIP_BS1=1 skip the two batch-1 decodings (slow); BS1_LIMIT=N decodes only the first N
 #              sentences at batch 1 (benchmarks/translate_speed.py's --bs1-limit, default 200 there)
 #
@@ -134,7 +135,7 @@ save_model: model/model
 save_checkpoint_steps: 50
 keep_checkpoint: 1
 report_every: 25
-seed: 1234
+seed: ${ONMT_SEED:-1234}
 num_workers: 1
 bucket_size: 16384
 prefetch_factor: 50
