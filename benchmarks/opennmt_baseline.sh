@@ -17,6 +17,8 @@
 #   ONMT_TORCH torch requirement for that venv (default torch==2.13.0, the CPU wheel we test with)
 #   BRNN=1     bidirectional encoder (for configs with model.bidirectional: true)
 #   ONMT_SEED  OpenNMT-py's random seed (default 1234)
+#   ONMT_EMB, ONMT_HIDDEN, ONMT_ENC_LAYERS, ONMT_DEC_LAYERS, ONMT_DROPOUT: another model size than the
+#              reference's 256, 512, 2, 2, 0.3 (benchmarks/quality.py --peer-model ours sets them)
 #   SKIP_BS1=1 skip the two batch-1 decodings (slow); BS1_LIMIT=N decodes only the first N
 #              sentences at batch 1 (benchmarks/translate_speed.py's --bs1-limit, default 200 there)
 #
@@ -111,14 +113,14 @@ model_type: text
 encoder_type: $ENCODER
 decoder_type: rnn
 rnn_type: LSTM
-word_vec_size: 256
-enc_layers: 2
-dec_layers: 2
-enc_hid_size: 512
-dec_hid_size: 512
+word_vec_size: ${ONMT_EMB:-256}
+enc_layers: ${ONMT_ENC_LAYERS:-2}
+dec_layers: ${ONMT_DEC_LAYERS:-2}
+enc_hid_size: ${ONMT_HIDDEN:-512}
+dec_hid_size: ${ONMT_HIDDEN:-512}
 global_attention: general
 input_feed: 1
-dropout: [0.3]
+dropout: [${ONMT_DROPOUT:-0.3}]
 attention_dropout: [0.0]
 param_init: 0.1
 optim: adam

@@ -25,14 +25,17 @@ its budget. The peer keeps its reference model (2x512 LSTMs; a bidirectional enc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +90,7 @@ class Plan:
     cores: tuple[int, int]  # (ours, peer)
     run_ours: bool
     run_peer: bool
-    bidirectional: bool  # the peer gets a bidirectional encoder when ours has one
+    peer_model: dict[str, str]  # the baseline script's model variables (BRNN, ONMT_HIDDEN, ...)
     bootstrap: int
 
     def path(self, name: str) -> Path:
@@ -112,6 +115,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=1234, help="training seed of both sides")
     ap.add_argument("--cores", default="0,1", help="CPU cores for ours and the peer, as OURS,PEER")
     ap.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    ap.add_argument(
+        "--peer-model",
+        choices=("reference", "ours"),
+        default="reference",
+        help="the peer's model: the baseline script's reference (2x512 LSTMs) or our config's sizes",
+    )
     ap.add_argument("--skip-ours", action="store_true", help="reuse our translation in --work")
     ap.add_argument("--skip-peer", action="store_true", help="reuse OpenNMT-py's translation in --work")
     return ap.parse_args(argv)
@@ -154,12 +163,24 @@ def make_plan(args: argparse.Namespace) -> tuple[Plan, Config]:
         data=data, src=src, tgt=tgt, config=Path(args.config), minutes=args.minutes, work=Path(args.work),
         peer_venv=Path(args.peer_venv), seed=args.seed, cores=_cores(args.cores),
         run_ours=not args.skip_ours, run_peer=not args.skip_peer,
-        bidirectional=cfg.model.bidirectional, bootstrap=args.bootstrap,
+        peer_model=peer_model(cfg, args.peer_model), bootstrap=args.bootstrap,
     )  # fmt: skip
     for side, runs in (("ours", plan.run_ours), ("peer", plan.run_peer)):
         if not runs and not plan.path(f"hyp.{side}").is_file():
             raise UserError(f"--skip-{side}: {plan.path(f'hyp.{side}')} does not exist; run that side first")
     return plan, cfg
+
+
+def peer_model(cfg: Config, which: str) -> dict[str, str]:
+    """The baseline script's variables for the peer's model: a bidirectional encoder when ours has one;
+    with ``which == "ours"`` also our sizes and dropout (OpenNMT-py splits a bidirectional encoder's
+    hidden size between the directions, as we do)."""
+    m = cfg.model
+    env = {"BRNN": "1"} if m.bidirectional else {}
+    if which == "ours":
+        env |= {"ONMT_EMB": str(m.emb_dim), "ONMT_HIDDEN": str(m.hidden_size), "ONMT_DROPOUT": str(m.dropout),
+                "ONMT_ENC_LAYERS": str(m.enc_layers), "ONMT_DEC_LAYERS": str(m.dec_layers)}  # fmt: skip
+    return env
 
 
 def data_overrides(data: Path) -> list[str]:
@@ -221,8 +242,7 @@ def peer_steps(plan: Plan) -> list[Step]:
     """The baseline script (encode with our model, train for the same seconds, decode), then its
     beam-5 pieces joined back into text by our tokenizer (``s2s tokenizer decode``)."""
     env = {**ONE_THREAD, "ONMT_VENV": str(plan.peer_venv), "ONMT_SEED": str(plan.seed), "SKIP_BS1": "1"}
-    if plan.bidirectional:
-        env["BRNN"] = "1"
+    env |= plan.peer_model
     spm = plan.path("tokenizer/spm.model")
     script = [
         "taskset",
@@ -252,30 +272,75 @@ def evaluate_command(plan: Plan) -> str:
     return shlex.join(argv)
 
 
-def run_step(step: Step) -> float:
-    """Run ``step``; returns its wall seconds. Raises UserError naming the log when it fails."""
-    step.stdout.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    with open(step.stdout, "w") as out, open(step.stderr or os.devnull, "w") as err:
-        err_to = err if step.stderr else subprocess.STDOUT
-        rc = subprocess.call(step.argv, stdout=out, stderr=err_to, env={**os.environ, **step.env})
-    if rc != 0:
-        raise UserError(f"{step.name} failed (exit {rc}); see {step.stderr or step.stdout}")
-    return time.perf_counter() - t0
+class Runner:
+    """Runs chains of steps side by side. The first failure stops every other step (each runs in a
+    process group of its own, so the peer's training under ``timeout`` stops too): the comparison is
+    lost, and the other side may have half an hour to go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: list[subprocess.Popen] = []
+        self._stopped = False
+
+    def step(self, step: Step) -> float:
+        """Run ``step``; returns its wall seconds. Raises UserError naming the log when it fails."""
+        step.stdout.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(step.stdout, "w") as out, open(step.stderr or os.devnull, "w") as err:
+            with self._lock:
+                if self._stopped:
+                    raise _Stopped(step.name)
+                proc = subprocess.Popen(
+                    step.argv, stdout=out, stderr=err if step.stderr else subprocess.STDOUT,
+                    env={**os.environ, **step.env}, start_new_session=True,
+                )  # fmt: skip
+                self._running.append(proc)
+            rc = proc.wait()
+            with self._lock:
+                self._running.remove(proc)
+                if self._stopped:
+                    raise _Stopped(step.name)
+        if rc != 0:
+            self.stop()
+            raise UserError(f"{step.name} failed (exit {rc}); see {step.stderr or step.stdout}")
+        return time.perf_counter() - t0
+
+    def chain(self, steps: Sequence[Step]) -> dict[str, float]:
+        return {step.name: round(self.step(step), 1) for step in steps}
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for proc in self._running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)  # ours saves and exits, like after Ctrl-C
 
 
-def run_chain(steps: Sequence[Step]) -> dict[str, float]:
-    return {step.name: round(run_step(step), 1) for step in steps}
+class _Stopped(Exception):
+    """A step stopped (or never started) because another one failed."""
 
 
 def run_sides(chains: Sequence[Sequence[Step]]) -> dict[str, float]:
     """Start every chain at the same moment (one thread each waits on its processes); wall seconds
-    of every step."""
+    of every step. Ctrl-C or a failure stops them all."""
+    runner = Runner()
     with ThreadPoolExecutor(max_workers=max(1, len(chains))) as pool:
-        futures = [pool.submit(run_chain, chain) for chain in chains]
+        futures = [pool.submit(runner.chain, chain) for chain in chains]
         walls: dict[str, float] = {}
-        for future in futures:
-            walls.update(future.result())
+        errors = []
+        try:
+            for future in futures:
+                try:
+                    walls.update(future.result())
+                except UserError as e:
+                    errors.append(e)
+                except _Stopped:
+                    pass
+        except BaseException:
+            runner.stop()
+            raise
+    if errors:
+        raise errors[0]
     return walls
 
 
@@ -455,7 +520,7 @@ def run(plan: Plan) -> dict:
     tok = tokenizer_step(plan)
     steps = {tok.name: tok, **{s.name: s for s in ours_steps(plan) + peer_steps(plan)}}
     if not plan.path("tokenizer/spm.model").is_file():  # kept: a side rerun alone needs the same one
-        run_step(tok)
+        Runner().step(tok)
     chains = [ours_steps(plan)] if plan.run_ours else []
     chains += [peer_steps(plan)] if plan.run_peer else []
     walls = run_sides(chains)

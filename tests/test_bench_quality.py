@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_defaults_and_peer_venv_from_environment(quality, monkeypatch):
 def test_plan_reads_languages_and_seconds(quality, tmp_path):
     plan, cfg = quality.make_plan(_args(quality, tmp_path, "--minutes", "0.5", "--cores", "3,2"))
     assert (plan.src, plan.tgt, plan.seconds, plan.cores) == ("en", "es", 30, (3, 2))
-    assert plan.run_ours and plan.run_peer and not plan.bidirectional
+    assert plan.run_ours and plan.run_peer and plan.peer_model == {}
     assert cfg.data.train == str(ROOT / "tests/fixtures/tiny/train")  # both sides read --data
 
 
@@ -113,14 +114,46 @@ def test_commands_pin_cores_and_share_the_budget(quality, tmp_path):
     assert peer.argv[-3:] == [str(plan.work / "tokenizer/spm.model"), "120", str(plan.work / "peer")]
     assert peer.env["ONMT_SEED"] == "7" and peer.env["OMP_NUM_THREADS"] == "1" and "BRNN" not in peer.env
     assert detok.argv[-1] == str(plan.work / "peer" / quality.PEER_OUTPUT)
-    bi = quality.Plan(**{**vars(plan), "bidirectional": True})
-    assert quality.peer_steps(bi)[0].env["BRNN"] == "1"
+    sized = quality.Plan(**{**vars(plan), "peer_model": {"ONMT_HIDDEN": "32"}})
+    assert quality.peer_steps(sized)[0].env["ONMT_HIDDEN"] == "32"
+
+
+def test_peer_model_is_the_reference_or_ours(quality):
+    from seq2seq_lstm.config import load_config
+
+    cfg = load_config(ROOT / "configs/tiny.yaml", ["model.bidirectional=true", "model.dropout=0.1"])
+    assert quality.peer_model(cfg, "reference") == {"BRNN": "1"}  # the script's 2x512 reference
+    assert quality.peer_model(cfg, "ours") == {
+        "BRNN": "1", "ONMT_EMB": "32", "ONMT_HIDDEN": "32", "ONMT_DROPOUT": "0.1",
+        "ONMT_ENC_LAYERS": "1", "ONMT_DEC_LAYERS": "1",
+    }  # fmt: skip
+    assert quality.peer_model(load_config(ROOT / "configs/tiny.yaml"), "reference") == {}
 
 
 def test_step_shell_line(quality, tmp_path):
     step = quality.Step("x", ["echo", "a b"], tmp_path / "out", tmp_path / "err", env={"K": "v w"})
     assert step.shell() == f"K='v w' echo 'a b' > {tmp_path / 'out'}"
     assert quality.Step("y", ["ls"], tmp_path / "log").shell() == "ls"
+
+
+def test_a_failing_side_stops_the_other(quality, tmp_path):
+    fail = [quality.Step("peer", ["sh", "-c", "exit 3"], tmp_path / "peer.log")]
+    never = tmp_path / "never"
+    slow = [quality.Step("ours_train", ["sh", "-c", "sleep 30"], tmp_path / "a.log"),
+            quality.Step("ours_translate", ["touch", str(never)], tmp_path / "b.log")]  # fmt: skip
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match=f"^peer failed \\(exit 3\\); see {tmp_path / 'peer.log'}$"):
+        quality.run_sides([slow, fail])
+    assert time.perf_counter() - t0 < 10  # the sleep was stopped, not waited for
+    assert not never.exists()  # and the rest of its chain never started
+
+
+def test_sides_run_at_the_same_time(quality, tmp_path):
+    chains = [[quality.Step(name, ["sh", "-c", "sleep 1"], tmp_path / f"{name}.log")] for name in ("a", "b")]
+    t0 = time.perf_counter()
+    walls = quality.run_sides(chains)
+    assert set(walls) == {"a", "b"} and all(w >= 1 for w in walls.values())
+    assert time.perf_counter() - t0 < 1.9  # side by side, not one after the other
 
 
 HYPS = {
