@@ -446,15 +446,30 @@ def check_same_tokenizer(plan: Plan) -> None:
 
 
 def machine() -> dict:
-    model = ""
-    if Path("/proc/cpuinfo").is_file():
-        found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
-        model = found.group(1).strip() if found else ""
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    isa = "AVX-512" if " avx512f" in flags else "AVX2" if " avx2" in flags else "no AVX2"
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+    """What RESULTS.md notes beside a figure: the CPU, its vector extensions and the commit ("-dirty"
+    when the working tree had changes)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    found = re.search(r"model name\s*:\s*(.+)", info)
+    isa = "AVX-512" if " avx512f" in info else "AVX2" if " avx2" in info else "no AVX2"
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=7"],
                             capture_output=True, text=True).stdout.strip()  # fmt: skip
-    return {"cpu": model or platform.processor(), "isa": isa, "cores": os.cpu_count(), "commit": commit}
+    return {
+        "cpu": found.group(1).strip() if found else platform.processor(),
+        "isa": isa,
+        "cores": os.cpu_count(),
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def recorded_commands(plan: Plan, previous: dict, tokenizer_trained: bool) -> dict[str, str]:
+    """Every command as a shell line; the tokenizer or a side reused from an earlier run keeps the
+    line that made it (when the earlier ``quality.json`` has it)."""
+    old = previous.get("commands", {})
+    steps = [tokenizer_step(plan), *ours_steps(plan), *peer_steps(plan)]
+    keep = {"tokenizer": not tokenizer_trained, "ours": not plan.run_ours, "peer": not plan.run_peer}
+    lines = {s.name: old.get(s.name, s.shell()) if keep[s.name.split("_")[0]] else s.shell() for s in steps}
+    return {**lines, "evaluate": evaluate_command(plan)}
 
 
 def format_table(result: dict) -> str:
@@ -491,7 +506,7 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def build_result(plan: Plan, steps: dict[str, Step], facts: dict, scored: dict) -> dict:
+def build_result(plan: Plan, commands: dict[str, str], facts: dict, scored: dict) -> dict:
     return {
         "benchmark": "quality",
         "data": str(plan.data),
@@ -502,10 +517,7 @@ def build_result(plan: Plan, steps: dict[str, Step], facts: dict, scored: dict) 
         "machine": machine(),
         "sides": facts,
         **scored,
-        "commands": {
-            **{name: step.shell() for name, step in steps.items()},
-            "evaluate": evaluate_command(plan),
-        },
+        "commands": commands,
     }
 
 
@@ -517,15 +529,15 @@ def run(plan: Plan) -> dict:
     plan.work.mkdir(parents=True, exist_ok=True)
     out = plan.path("quality.json")
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    tok = tokenizer_step(plan)
-    steps = {tok.name: tok, **{s.name: s for s in ours_steps(plan) + peer_steps(plan)}}
-    if not plan.path("tokenizer/spm.model").is_file():  # kept: a side rerun alone needs the same one
-        Runner().step(tok)
+    train_tokenizer = not plan.path("tokenizer/spm.model").is_file()  # kept for a side rerun alone
+    if train_tokenizer:
+        Runner().step(tokenizer_step(plan))
     chains = [ours_steps(plan)] if plan.run_ours else []
     chains += [peer_steps(plan)] if plan.run_peer else []
     walls = run_sides(chains)
     check_same_tokenizer(plan)
-    result = build_result(plan, steps, side_facts(plan, walls, previous), score(plan))
+    commands = recorded_commands(plan, previous, train_tokenizer)
+    result = build_result(plan, commands, side_facts(plan, walls, previous), score(plan))
     out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     return result
 

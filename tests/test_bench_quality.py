@@ -130,6 +130,18 @@ def test_peer_model_is_the_reference_or_ours(quality):
     assert quality.peer_model(load_config(ROOT / "configs/tiny.yaml"), "reference") == {}
 
 
+def test_reused_sides_keep_the_commands_that_made_them(quality, tmp_path):
+    plan, _ = quality.make_plan(_args(quality, tmp_path, "--minutes", "5"))
+    fresh = quality.recorded_commands(plan, {}, tokenizer_trained=True)
+    assert set(fresh) == {"tokenizer", "ours_train", "ours_translate", "peer", "peer_detokenize", "evaluate"}
+    old = {"commands": {"tokenizer": "t", "ours_train": "a", "ours_translate": "b", "peer": "c"}}
+    plan = quality.Plan(**{**vars(plan), "run_ours": False})
+    kept = quality.recorded_commands(plan, old, tokenizer_trained=False)
+    assert (kept["tokenizer"], kept["ours_train"], kept["ours_translate"]) == ("t", "a", "b")
+    assert kept["peer"] == fresh["peer"] and " 300 " in kept["peer"]  # rerun: this run's minutes
+    assert kept["peer_detokenize"] == fresh["peer_detokenize"]
+
+
 def test_step_shell_line(quality, tmp_path):
     step = quality.Step("x", ["echo", "a b"], tmp_path / "out", tmp_path / "err", env={"K": "v w"})
     assert step.shell() == f"K='v w' echo 'a b' > {tmp_path / 'out'}"
@@ -224,8 +236,8 @@ def test_table_prints_scores_interval_and_signatures(quality, tmp_path):
         "ours": {"toolkit": "seq2seq-lstm", "steps": 2501, "minutes": 30.0},
         "peer": {"toolkit": "OpenNMT-py 3.5.1", "steps": None, "minutes": 30.0},
     }
-    steps = {s.name: s for s in quality.ours_steps(plan) + quality.peer_steps(plan)}
-    result = quality.build_result(plan, steps, facts, quality.score(plan))
+    commands = quality.recorded_commands(plan, {}, tokenizer_trained=True)
+    result = quality.build_result(plan, commands, facts, quality.score(plan))
     json.dumps(result)  # the JSON written to WORK/quality.json
     assert result["commands"]["ours_train"].startswith("OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 taskset -c 0 ")
     lines = quality.format_table(result).splitlines()
