@@ -15,7 +15,8 @@ clock, which starts once the data are loaded; the final validation and export co
 OpenNMT-py is stopped with ``timeout -s TERM`` after the same minutes (its start-up counts; it has no
 time option) and its last checkpoint is decoded (``benchmarks/opennmt_baseline.sh``, which also encodes
 the data with our model). Ours translates with its best validation weights, validations being inside
-its budget. The peer keeps its reference model (2x512 LSTMs; a bidirectional encoder when ours has one).
+its budget. The peer keeps its reference model (2x512 LSTMs; a bidirectional encoder when ours has one)
+unless ``--peer-model ours`` gives it our config's sizes.
 
 ``--skip-ours`` / ``--skip-peer`` reuse that side's translation from an earlier run in the same
 ``--work`` directory, so one side can be rerun alone. The figures and the exact commands go to
@@ -194,18 +195,12 @@ def s2s() -> list[str]:
 
 
 def tokenizer_step(plan: Plan) -> Step:
-    sets = [a for s in data_overrides(plan.data) for a in ("--set", s)]
-    argv = [
-        *s2s(),
-        "tokenizer",
-        "train",
-        "--config",
-        str(plan.config),
-        *sets,
-        "--out",
-        str(plan.path("tokenizer")),
-    ]
-    return Step("tokenizer", argv, plan.path("logs/tokenizer.log"))
+    argv = [*s2s(), "tokenizer", "train", "--config", str(plan.config), *_sets(data_overrides(plan.data))]
+    return Step("tokenizer", [*argv, "--out", str(plan.path("tokenizer"))], plan.path("logs/tokenizer.log"))
+
+
+def _sets(overrides: Sequence[str]) -> list[str]:
+    return [a for s in overrides for a in ("--set", s)]
 
 
 def ours_steps(plan: Plan) -> list[Step]:
@@ -220,18 +215,11 @@ def ours_steps(plan: Plan) -> list[Step]:
         "training.progress_bar=false",
     ]
     run, pin = plan.path("ours"), ["taskset", "-c", str(plan.cores[0])]
-    train = [*pin, *s2s(), "train", "--config", str(plan.config), *[a for s in sets for a in ("--set", s)]]
-    train += ["--out-dir", str(run), "--overwrite"]
-    translate = [
-        *pin,
-        *s2s(),
-        "translate",
-        "--checkpoint",
-        str(run),
-        "--input",
-        str(plan.data / f"test.{plan.src}"),
-    ]
-    translate += ["--output", str(plan.path("hyp.ours")), "--beam-size", str(BEAM), "--threads", "1"]
+    train = [*pin, *s2s(), "train", "--config", str(plan.config), *_sets(sets), "--out-dir", str(run)]
+    train.append("--overwrite")
+    translate = [*pin, *s2s(), "translate", "--checkpoint", str(run)]
+    translate += ["--input", str(plan.data / f"test.{plan.src}"), "--output", str(plan.path("hyp.ours"))]
+    translate += ["--beam-size", str(BEAM), "--threads", "1"]
     return [
         Step("ours_train", train, plan.path("logs/ours_train.log"), env=ONE_THREAD),
         Step("ours_translate", translate, plan.path("logs/ours_translate.log"), env=ONE_THREAD),
@@ -244,17 +232,8 @@ def peer_steps(plan: Plan) -> list[Step]:
     env = {**ONE_THREAD, "ONMT_VENV": str(plan.peer_venv), "ONMT_SEED": str(plan.seed), "SKIP_BS1": "1"}
     env |= plan.peer_model
     spm = plan.path("tokenizer/spm.model")
-    script = [
-        "taskset",
-        "-c",
-        str(plan.cores[1]),
-        "bash",
-        str(PEER_SCRIPT),
-        str(plan.data),
-        plan.src,
-        plan.tgt,
-    ]
-    script += [str(spm), str(plan.seconds), str(plan.path("peer"))]
+    script = ["taskset", "-c", str(plan.cores[1]), "bash", str(PEER_SCRIPT), str(plan.data), plan.src]
+    script += [plan.tgt, str(spm), str(plan.seconds), str(plan.path("peer"))]
     decode = [*s2s(), "tokenizer", "decode", "--model", str(plan.path("tokenizer"))]
     decode.append(str(plan.path(f"peer/{PEER_OUTPUT}")))
     return [
