@@ -134,7 +134,10 @@ class DataConfig:
     bucket_width: int = 1  # length bucket width in pieces; 1 = sort exactly, larger = more shuffling
     num_proc: int = 1  # worker processes for tokenization (datasets.map)
     max_valid_sentences: int = 500  # sentences decoded for validation BLEU (0 = all)
-    seed: int = 1234  # batch shuffling seed
+    seed: int = 1234  # batch shuffling seed (and subword sampling's)
+    # subword regularization (Kudo 2018): training pairs get a new SentencePiece segmentation sampled in
+    # every epoch with this smoothing alpha (unigram; BPE: merge dropout rate); 0 = off, deterministic
+    sample_alpha: float = 0.0
     # Streaming (training split only; validation and test stay in memory): the corpus is read as it
     # is consumed, so memory does not grow with its size
     streaming: bool = False  # read data.train as a stream instead of loading it (Arrow cache) first
@@ -163,6 +166,12 @@ class DataConfig:
         _check_range("data", "num_proc", self.num_proc, lo=1)
         _check_range("data", "max_valid_sentences", self.max_valid_sentences, lo=0)
         _check_range("data", "seed", self.seed, lo=0, hi=SEED_MAX)
+        _check_range("data", "sample_alpha", self.sample_alpha, lo=0.0)
+        if self.sample_alpha > 0 and self.streaming:
+            raise ConfigError(
+                "data.sample_alpha needs the in-memory training split: a streamed one (data.streaming) "
+                "is not sampled yet; set data.streaming=false or data.sample_alpha=0"
+            )
         _check_range("data", "shuffle_buffer", self.shuffle_buffer, lo=1)
         _check_range("data", "window", self.window, lo=1)
         _check_range("data", "num_workers", self.num_workers, lo=0)
@@ -321,6 +330,11 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_choice("", "task", self.task, TASKS)
+        if self.tokenizer.model_type == "bpe" and self.data.sample_alpha >= 1:
+            raise ConfigError(
+                f"data.sample_alpha must be < 1 with tokenizer.model_type bpe (it is the rate at which "
+                f"merges are dropped); got {self.data.sample_alpha!r}"
+            )
         if self.model.tie_source and not self.tokenizer.joint:
             raise ConfigError("model.tie_source needs tokenizer.joint: true (one vocabulary for both sides)")
 

@@ -180,6 +180,7 @@ BAD_VALUES = [
     ("data.window", 0, "data.window must be >= 1; got 0"),
     ("data.num_workers", -1, "data.num_workers must be >= 0; got -1"),
     ("data.worker_timeout", -1.0, "data.worker_timeout must be >= 0.0; got -1.0"),
+    ("data.sample_alpha", -0.1, "data.sample_alpha must be >= 0.0; got -0.1"),
     # model
     ("model.emb_dim", 0, "model.emb_dim must be >= 1; got 0"),
     ("model.hidden_size", 0, "model.hidden_size must be >= 1; got 0"),
@@ -264,6 +265,12 @@ def test_every_checked_field_has_a_bad_value_in_the_table():
          "model.hidden_size must be even with model.bidirectional; got 511"),
         (nested(**{"model.tie_source": True, "tokenizer.joint": False}),
          "model.tie_source needs tokenizer.joint: true (one vocabulary for both sides)"),
+        (nested(**{"data.streaming": True, "data.sample_alpha": 0.1}),
+         "data.sample_alpha needs the in-memory training split: a streamed one (data.streaming) is not "
+         "sampled yet; set data.streaming=false or data.sample_alpha=0"),
+        (nested(**{"tokenizer.model_type": "bpe", "data.sample_alpha": 1.0}),
+         "data.sample_alpha must be < 1 with tokenizer.model_type bpe (it is the rate at which merges are "
+         "dropped); got 1.0"),
         (nested(**{"training.max_steps": -1, "training.max_epochs": -1}),  # max_time is 0 by default
          "training needs a stopping point: set max_steps, max_epochs or max_time"),
         (nested(**{"data.max_len": 10, "data.min_len": 11}),

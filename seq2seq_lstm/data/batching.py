@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets import Dataset
 from torch.nn.utils.rnn import pad_sequence
@@ -26,36 +27,51 @@ logger = logging.getLogger(__name__)
 
 
 class _Encode:
-    """``datasets.map`` function: text columns -> piece ids (picklable for ``num_proc`` workers)."""
+    """``datasets.map`` function: a batch of text columns -> the same table with piece-id columns added
+    (picklable for ``num_proc`` workers).
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self.tokenizer = tokenizer
+    It takes and returns Arrow tables, so the ids go from SentencePiece's buffers into the cache file
+    without a Python list per sentence or an int per piece.
+    """
 
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if "text" in batch:
-            return {"tgt_ids": self.tokenizer.encode_tgt(batch["text"])}
-        return {
-            "src_ids": self.tokenizer.encode_src(batch["src"]),
-            "tgt_ids": self.tokenizer.encode_tgt(batch["tgt"]),
-        }
+    def __init__(self, tokenizer: Tokenizer, num_threads: int) -> None:
+        self.tokenizer, self.num_threads = tokenizer, num_threads
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        sides = {"tgt_ids": ("text", "tgt")} if "text" in batch.column_names else _PAIR_SIDES
+        for out, (column, side) in sides.items():
+            ids = self.tokenizer.encode_array(batch[column].to_pylist(), side, self.num_threads)
+            batch = batch.append_column(out, ids)
+        return batch
+
+
+_PAIR_SIDES = {"src_ids": ("src", "src"), "tgt_ids": ("tgt", "tgt")}  # new column: (text column, side)
+_ENCODE_ROWS = 10_000  # sentences per SentencePiece call and per Arrow record batch of the cache
 
 
 def tokenize(ds: Dataset, tokenizer: Tokenizer, num_proc: int = 1) -> Dataset:
     """Add ``src_ids``/``tgt_ids`` (monolingual ``text`` -> ``tgt_ids``); no BOS/EOS.
 
     The result is cached under a fingerprint of the corpus and the tokenizer model, so a second run
-    with the same files and model reads the ids from disk instead of encoding again.
+    with the same files and model reads the ids from disk instead of encoding again. One process
+    encodes on all cores (SentencePiece's threads); ``num_proc`` worker processes one thread each.
     """
     fingerprint = hashlib.sha256(f"{ds._fingerprint}:{tokenizer.fingerprint()}:tok1".encode()).hexdigest()[
         :16
     ]
-    return ds.map(
-        _Encode(tokenizer),
-        batched=True,
-        batch_size=1000,
-        num_proc=num_proc if num_proc > 1 and len(ds) >= 2 * num_proc else None,
-        new_fingerprint=fingerprint,
-        desc="Tokenizing",
+    procs = num_proc if num_proc > 1 and len(ds) >= 2 * num_proc else None
+    return (
+        ds.with_format("arrow")
+        .map(
+            _Encode(tokenizer, num_threads=1 if procs else -1),
+            batched=True,
+            batch_size=_ENCODE_ROWS,
+            writer_batch_size=_ENCODE_ROWS,
+            num_proc=procs,
+            new_fingerprint=fingerprint,
+            desc="Tokenizing",
+        )
+        .with_format(None)
     )
 
 
@@ -178,6 +194,8 @@ class TokenBatchSampler(Sampler[list[int]]):
       its first batches (those examples are seen twice in that epoch); ``drop_last=True`` drops the
       remainder instead (those examples are skipped in that epoch). The ``index`` of each example
       lets evaluation remove the repeats.
+    * ``stretch`` > 1 packs each example as if it were that many times wider (at most the budget): room
+      for the longer segmentations that subword sampling draws (:mod:`.subword_sampling`).
     * ``state_dict()`` / ``load_state_dict()`` hold the epoch and the number of batches already
       consumed, so a resumed run continues with exactly the remaining batches of that epoch.
 
@@ -197,6 +215,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        stretch: float = 1.0,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}); got {rank}")
@@ -208,6 +227,9 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.widths = (
             self.tgt_lens + 1 if self.src_lens is None else np.maximum(self.src_lens, self.tgt_lens + 1)
         )
+        if stretch != 1.0:  # room for longer sampled segmentations (subword_sampling), within the budget
+            room = np.minimum(np.ceil(self.widths * stretch).astype(np.int64), batch_tokens)
+            self.widths = np.maximum(self.widths, room)
         self.batch_tokens, self.max_sentences, self.bucket_width = batch_tokens, max_sentences, bucket_width
         self.shuffle, self.seed = shuffle, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last

@@ -23,6 +23,7 @@ from .batching import (
 from .corpus import load_monolingual, load_parallel
 from .stream_rows import stream_source
 from .streaming import StreamingBatches, StreamingLoader, StreamPlan
+from .subword_sampling import SampledBatchSampler, SampledTokenDataset, SubwordSampling, stretch_factor
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -63,11 +64,18 @@ def load_split(
 
 
 def make_sampler(
-    ds: Dataset, d: DataConfig, *, shuffle: bool, rank: int = 0, world_size: int = 1
+    ds: Dataset,
+    d: DataConfig,
+    *,
+    shuffle: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    kind: type[TokenBatchSampler] = TokenBatchSampler,
+    stretch: float = 1.0,
 ) -> TokenBatchSampler:
-    """The :class:`TokenBatchSampler` for a tokenized split with the config's budget and seed."""
+    """The :class:`TokenBatchSampler` (or ``kind``) of a tokenized split with the config's budget and seed."""
     src = column_lengths(ds, "src_ids") if "src_ids" in ds.column_names else None
-    return TokenBatchSampler(
+    return kind(
         column_lengths(ds, "tgt_ids"),
         d.batch_tokens,
         src_lens=src,
@@ -77,7 +85,21 @@ def make_sampler(
         seed=d.seed,
         rank=rank,
         world_size=world_size,
+        stretch=stretch,
     )
+
+
+def sampled_train_rows(
+    ds: Dataset, cfg: Config, tokenizer: Tokenizer, rank: int, world: int
+) -> tuple[SampledTokenDataset, SampledBatchSampler]:
+    """The training rows and batches with subword sampling (``data.sample_alpha`` > 0)."""
+    sampling = SubwordSampling(tokenizer, cfg.data.sample_alpha, cfg.data.seed)
+    stretch = stretch_factor(ds, sampling)
+    logger.info("subword sampling (alpha %g): batches packed for %.2fx the pieces", sampling.alpha, stretch)
+    sampler = make_sampler(
+        ds, cfg.data, shuffle=True, rank=rank, world_size=world, kind=SampledBatchSampler, stretch=stretch
+    )
+    return SampledTokenDataset(ds, sampling, sampler.widths), sampler
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -123,9 +145,13 @@ class TranslationDataModule(L.LightningDataModule):
         if self.cfg.data.streaming:
             return self._streaming_loader(rank, world)
         ds = self.datasets["train"]
-        self.train_sampler = make_sampler(ds, self.cfg.data, shuffle=True, rank=rank, world_size=world)
+        if self.cfg.data.sample_alpha > 0:
+            rows, self.train_sampler = sampled_train_rows(ds, self.cfg, self.tokenizer, rank, world)
+        else:
+            rows = TokenDataset(ds)
+            self.train_sampler = make_sampler(ds, self.cfg.data, shuffle=True, rank=rank, world_size=world)
         return ResumableDataLoader(
-            TokenDataset(ds),
+            rows,
             self.train_sampler,
             consumed=self._consumed,
             collate_fn=Collator(),

@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import sentencepiece as spm
 
 from ..config import TokenizerConfig
@@ -45,6 +46,7 @@ _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a
 _TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 # a UserError raised by the sentence iterator (a streamed corpus's bad line) comes back through C++ as text
 _FROM_ITERATOR = re.compile(r"UserError: (.*)")
+_IDS_TYPE = pa.list_(pa.int64())  # what datasets infers from lists of Python ints: cached ids keep it
 
 
 def _sp_log_level() -> int:
@@ -261,6 +263,16 @@ class Tokenizer:
         """Piece ids of each target sentence (no BOS/EOS)."""
         return self.tgt_sp.encode(list(texts), out_type=int)
 
+    def encode_array(self, texts: Sequence[str], side: str, num_threads: int = -1) -> pa.ListArray:
+        """Piece ids of each sentence of one side as an Arrow ``list<int64>`` array (no BOS/EOS): the
+        same ids as :meth:`encode_src` / :meth:`encode_tgt`, for caching a corpus.
+
+        SentencePiece encodes the whole list in C++ on ``num_threads`` threads (-1: all cores); Arrow
+        converts its lists in one call. (Its ``numpy`` output is no faster: one buffer object per
+        sentence costs more to wrap than the lists cost to convert.)
+        """
+        return pa.array(self.sp(side).encode(list(texts), out_type=int, num_threads=num_threads), _IDS_TYPE)
+
     def decode_src(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Text of each id sequence; pad/BOS/EOS decode to nothing, ``<unk>`` to " ⁇ "."""
         return self.src_sp.decode(_as_int_lists(ids))
@@ -268,6 +280,21 @@ class Tokenizer:
     def decode_tgt(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Text of each id sequence; pad/BOS/EOS decode to nothing, ``<unk>`` to " ⁇ "."""
         return self.tgt_sp.decode(_as_int_lists(ids))
+
+    def sample(self, texts: Sequence[str], side: str, alpha: float, seeds: Sequence[int]) -> list[list[int]]:
+        """Piece ids of each sentence drawn from the model's segmentations (subword regularization,
+        Kudo 2018: unigram lattice sampling with smoothing ``alpha``; a BPE model drops merges with
+        probability ``alpha``, Provilkov et al. 2020). ``seeds[i]`` (0 to 2^31 - 1) decides sentence ``i``'s
+        draw alone: the same seed gives the same pieces in any order, batch, thread or process.
+
+        One sentence per call, each after reseeding: SentencePiece's batch encode spreads sentences over
+        threads whose draws depend on the scheduling, so it is not reproducible."""
+        sp = self.sp(side)
+        out = []
+        for text, seed in zip(texts, seeds, strict=True):
+            spm.set_random_generator_seed(int(seed))
+            out.append(sp.encode(text, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1))
+        return out
 
     def encode_pieces(self, texts: Sequence[str], side: str = "src") -> list[list[str]]:
         """Piece strings of each sentence, for inspection (``s2s tokenizer encode --pieces``)."""
