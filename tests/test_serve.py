@@ -34,9 +34,10 @@ from seq2seq_lstm.checkpoint import RunDir, export_weights, save_checkpoint_info
 from seq2seq_lstm.cli import main
 from seq2seq_lstm.config import load_config, save_config
 from seq2seq_lstm.data.tokenizer import Tokenizer
+from seq2seq_lstm.decoding.options import SearchOptions
 from seq2seq_lstm.inference.translator import Translator
 from seq2seq_lstm.model.seq2seq import LanguageModel
-from seq2seq_lstm.serve.batcher import ModelWorker, SuggestJob
+from seq2seq_lstm.serve.batcher import ModelWorker, SuggestJob, TranslateJob
 from seq2seq_lstm.serve.limits import Limits
 from seq2seq_lstm.suggest.suggester import Suggester
 
@@ -456,6 +457,60 @@ class RecordingTranslator:
     def translate_full(self, lines, prefixes=None, attention=True):
         self.calls.append(list(lines))
         return [[] for _ in lines]
+
+
+def test_a_batch_waits_for_the_clients_answered_and_those_queued_at_the_end_of_the_last_call():
+    worker = ModelWorker(None, None, Limits(batch_wait_s=0.005))
+    worker._queue = fake = NoWaitQueue()
+    worker._last_round, worker._backlog, worker._last_decode_s = 2, 2, 1.0  # 2 answered, 2 queued then
+    assert collect(worker, 2) == 2
+    assert fake.waits == [pytest.approx(0.2, abs=0.01)]  # expects 4: waits a fifth of the last call
+    worker._last_round, worker._backlog, worker._last_decode_s = 2, 0, 0.01
+    assert collect(worker, 1) == 1
+    assert fake.waits[1] == pytest.approx(0.005, abs=0.001)  # a short call: the window, no longer
+    worker = ModelWorker(None, None, Limits(batch_wait_s=0))
+    worker._queue = fake = NoWaitQueue()
+    worker._last_round, worker._backlog, worker._last_decode_s = 2, 2, 1.0
+    assert collect(worker, 1) == 1 and fake.waits == []  # no window asked for: none stretched
+
+
+class SlowTranslator(RecordingTranslator):
+    """Decodes the line "first" slowly, and while it does, two more clients send a request."""
+
+    options = SearchOptions()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worker: ModelWorker | None = None
+        self.futures: list = []
+
+    def translate_full(self, lines, prefixes=None, attention=True):
+        if list(lines) == ["first"]:
+            for line in ("second", "third"):
+                self.futures.append(self.worker.submit(job(line)))
+            time.sleep(0.5)
+        return super().translate_full(lines, prefixes, attention)
+
+
+def job(line: str) -> TranslateJob:
+    return TranslateJob([line], None, SearchOptions(), attention=False)
+
+
+def test_clients_queued_during_a_call_wait_for_the_ones_it_answered():
+    # Three closed-loop clients: one is answered while two wait in the queue; it sends again at once.
+    # Counting only the answered client, the two queued ones left without it and the clients were
+    # decoded in alternating batches from then on; counting both, the three are decoded together.
+    translator = SlowTranslator()
+    worker = translator.worker = ModelWorker(translator, None, Limits(batch_wait_s=0.005))
+    worker.start()
+    try:
+        worker.submit(job("first")).result(timeout=30)
+        translator.futures.append(worker.submit(job("fourth")))  # the answered client is back
+        for future in translator.futures:
+            future.result(timeout=30)
+    finally:
+        worker.stop(timeout=30)
+    assert translator.calls[1:] == [["first"], ["second", "third", "fourth"]]
 
 
 def test_the_worker_decodes_once_before_its_first_request():
