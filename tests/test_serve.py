@@ -389,6 +389,32 @@ def test_a_client_that_hangs_up_cancels_its_queued_work(runs, tmp_path):
         assert s.post("/v1/translate", {"text": ["Hello."]}).status_code == 200  # still serving
 
 
+def test_waiting_for_a_hang_up_reads_the_next_message_once_instead_of_polling():
+    import asyncio
+
+    from seq2seq_lstm.serve.app import _hung_up
+
+    class WaitingRequest:  # the ASGI server's side once the body is read: nothing until the hang-up
+        def __init__(self) -> None:
+            self.reads, self.closed = 0, asyncio.Event()
+
+        async def receive(self) -> dict:
+            self.reads += 1
+            await self.closed.wait()
+            return {"type": "http.disconnect"}
+
+    async def scenario() -> tuple[bool, int]:
+        request = WaitingRequest()
+        gone = asyncio.ensure_future(_hung_up(request))
+        await asyncio.sleep(0.3)  # a poll every 50 ms would have read six times by now
+        waiting = not gone.done()
+        request.closed.set()
+        await asyncio.wait_for(gone, 5)
+        return waiting, request.reads
+
+    assert asyncio.run(scenario()) == (True, 1)
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits(runs, tmp_path, translator):
     with serving(tmp_path, runs["mt"], args=("--batch-wait-ms", "1000")) as s:
         answer: dict = {}
