@@ -6,4 +6,7 @@ and the Lightning DataModules.
     ds, report = filter_by_length(ds, 1, 100, 3.0)           # report says how many pairs each rule dropped
     sampler = TokenBatchSampler(lengths..., batch_tokens=4096)   # length-bucketed, shuffled, sharded
     DataLoader(TokenDataset(ds), batch_sampler=sampler, collate_fn=Collator())
+
+With ``data.sample_alpha`` > 0, ``subword_sampling.py`` re-encodes each training batch from its text with
+SentencePiece sampling (a new segmentation every epoch); evaluation keeps the cached ids.
 """
