@@ -159,6 +159,31 @@ def test_resume_continues_the_same_loss_curve(tmp_path, schedule, caplog):
         torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("stop", [3, 4])
+def test_resume_without_validation_continues_the_same_loss_curve(tmp_path, stop):
+    """No data.valid: last.ckpt is written at the step checkpoints and the final step only. Stopped at
+    an epoch's last batch (3 batches an epoch) or inside the next one, the resumed run trains every
+    epoch's batches in the same epochs as the uninterrupted run, with the same dropout (the train loader
+    must not draw from the global RNG that the checkpoint restores)."""
+    sets = ("data.valid=", "data.batch_tokens=100000", "data.max_sentences=16", "training.log_every_steps=1",
+            "model.dropout=0.2", "training.val_every_steps=2")  # fmt: skip
+    full = train(tiny_config(tmp_path / "full", "training.max_steps=8", *sets))
+    train(tiny_config(tmp_path / "half", f"training.max_steps={stop}", *sets))
+    resumed = train(tiny_config(tmp_path / "half", "training.max_steps=8", *sets), resume=True)
+    assert full.steps == resumed.steps == 8
+    a, b = train_losses(full.out_dir), train_losses(resumed.out_dir)
+    assert sorted(a) == sorted(b) == list(range(8))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], abs=1e-5), step
+    epochs = [{int(r["step"]): int(r["epoch"]) for r in read_metrics(x) if r.get("train_loss")}
+              for x in (full.out_dir, resumed.out_dir)]  # fmt: skip
+    assert epochs[0] == epochs[1] and max(epochs[0].values()) == 2
+    wa = load_checkpoint_file(RunDir(full.out_dir).last_ckpt)["state_dict"]
+    wb = load_checkpoint_file(RunDir(resumed.out_dir).last_ckpt)["state_dict"]
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
+
+
 def test_resume_with_another_model_config_is_refused(tmp_path):
     train(tiny_config(tmp_path / "run", "training.max_steps=2"))
     with pytest.raises(UserError, match=r"cannot resume .*: model\.hidden_size is 48 now but was 32 in "):

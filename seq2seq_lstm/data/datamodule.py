@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import lightning as L
+import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
@@ -156,6 +157,9 @@ class TranslationDataModule(L.LightningDataModule):
             consumed=self._consumed,
             collate_fn=Collator(),
             num_workers=self.num_workers,
+            # its own generator for the workers' seed drawn at each epoch, not dropout's global RNG: a
+            # run resumed at an epoch's end restores that RNG after the draw, and would lose one draw
+            generator=torch.Generator().manual_seed(self.cfg.data.seed),
         )
 
     def _streaming_loader(self, rank: int, world: int) -> StreamingLoader:
