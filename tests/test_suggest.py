@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import sys
@@ -117,6 +118,7 @@ def test_word_spans_keep_inner_apostrophes_and_drop_punctuation():
         ("I don'", Typed("I", "don'", SPACE)),
         ("It rains. I would  ", Typed("I would", "", SPACE)),  # only the current sentence is read
         ("a\x00b\x07 c", Typed("ab", "c", SPACE)),  # control characters are dropped
+        ("a\u200bb\tc d", Typed("ab c", "d", SPACE)),  # format marks too; a tab separates words
     ],
 )
 def test_parse_typed_splits_context_and_partial_word(text, expected):
@@ -382,6 +384,31 @@ def test_session_matches_fresh_runs_keystroke_by_keystroke(trained, tokenizer):
         fresh_tokens += counting_fresh.tokens
         _assert_same(got, want, text[:i])
     assert counting.tokens < fresh_tokens / 2  # the cache saves the context steps
+
+
+class _CountingSentencePiece:
+    """A SentencePiece model that records the texts it encodes."""
+
+    def __init__(self, sp) -> None:
+        self.sp, self.encoded = sp, []
+
+    def encode(self, text, **kwargs):
+        self.encoded.append(text)
+        return self.sp.encode(text, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.sp, name)
+
+
+def test_a_session_encodes_each_context_once(trained, tokenizer):
+    """The keystrokes of a word share the context before it: SentencePiece reads it once, not per key."""
+    counting = copy.copy(tokenizer)
+    counting.tgt_sp = _CountingSentencePiece(tokenizer.tgt_sp)
+    session = Suggester(trained.model, counting).session()
+    text = "She made a cup of tea"
+    for i in range(len(text) + 1):
+        _assert_same(session.suggest(text[:i]), trained.suggest(text[:i]), text[:i])
+    assert counting.tgt_sp.encoded == ["She", "She made", "She made a", "She made a cup", "She made a cup of"]
 
 
 def test_prefetched_keystrokes_are_answered_without_a_model_step(trained, tokenizer):

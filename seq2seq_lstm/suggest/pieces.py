@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -21,7 +22,8 @@ class Allowed:
     ids: Tensor  # (N,) long
     id_list: list[int]  # the same ids, for Python lookups
     close_at: list[int]  # positions in ids of pieces that end the word inside themselves ("▁etc.")
-    close_mask: Tensor | None  # (N,) bool, True at close_at; None when there are none
+    close_mask: np.ndarray | None  # (N,) bool, True at close_at; None when there are none
+    index: np.ndarray  # (N,) int64: ``ids`` as numpy (the same memory), for the word beam's numpy work
 
 
 class PieceTable:
@@ -79,6 +81,7 @@ class PieceTable:
         # the same facts as Python lists, for looking up the few pieces that match typed letters
         self._allowed_lists = {phase: mask.tolist() for phase, mask in self.allowed.items()}
         self._close_list = flags["close"].tolist()
+        self._any_close = any(self._close_list)  # many vocabularies split punctuation off: none close
         self._bare_ids = bare.nonzero().squeeze(1).tolist()
         self._ids: dict[tuple[str, str, bool], Allowed] = {}
 
@@ -110,11 +113,13 @@ class PieceTable:
                 close = self._close_list
                 chosen = {i for i in finish if ok[i]} | {i for i in partial if ok[i] and not close[i]}
                 id_list = sorted(chosen)
-            ids = torch.tensor(id_list, dtype=torch.long)
-            close_at = [n for n, i in enumerate(id_list) if self._close_list[i]]
+            # a miss sits on a keystroke's critical path: numpy builds the array faster than torch
+            index = np.array(id_list, dtype=np.int64)
+            close_at = [n for n, i in enumerate(id_list) if self._close_list[i]] if self._any_close else []
             close_mask = None
             if close_at:
-                close_mask = torch.zeros(len(id_list), dtype=torch.bool)
+                close_mask = np.zeros(len(id_list), dtype=bool)
                 close_mask[close_at] = True
-            allowed = self._ids[key] = Allowed(ids, id_list, close_at, close_mask)
+            allowed = Allowed(torch.from_numpy(index), id_list, close_at, close_mask, index)
+            self._ids[key] = allowed
         return allowed

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -149,9 +150,10 @@ class _Interrupted(Exception):
     """A prefetch gave way to a keystroke (see :meth:`SuggestSession.prefetch`)."""
 
 
-# a stepped piece sequence: its next-piece log-probs (V,), the state block of its step and its row there,
-# and log P(the word ends after it) (the boundary mass), computed once per node, batched per step
-_Node = tuple[Tensor, object, int, float]
+# a stepped piece sequence: its next-piece log-probs (V,) as numpy (a view of its step's output), the
+# state block of its step and its row there, and log P(the word ends after it) (the boundary mass),
+# computed once per node, batched per step
+_Node = tuple[np.ndarray, object, int, float]
 
 
 class SuggestSession:
@@ -190,6 +192,7 @@ class SuggestSession:
             raise UserError("this checkpoint is a language model; --source needs a translation model")
         self._anchor: tuple[int, ...] = ()  # context of the last text asked for: its nodes survive eviction
         self._should_stop = None  # while prefetching: says whether a keystroke is waiting
+        self._windows: dict[str, tuple[int, ...]] = {}  # context text -> its window of pieces
         self._start()
 
     def _start(self) -> None:
@@ -205,7 +208,7 @@ class SuggestSession:
             log_probs, state, _ = self.model.step(torch.tensor([BOS_ID]), state)
         # piece sequence after BOS (the context window, then the pieces of a word) -> its node
         self._nodes: dict[tuple[int, ...], _Node] = {
-            (): (log_probs[0], state, 0, self._boundary_mass(log_probs)[0])
+            (): (_as_numpy(log_probs)[0], state, 0, self._boundary_mass(log_probs)[0])
         }
         # (context, partial word, join, k, beam settings) -> (the top k, every word the beam found)
         self._answers: dict[tuple, tuple[list[Suggestion], dict[str, float]]] = {}
@@ -256,8 +259,13 @@ class SuggestSession:
         typed = parse_typed(text, s.context * CHARS_PER_PIECE, sentence_scope=s.task == "lm")
         if typed is None:
             return None
-        ids = s.tokenizer.tgt_sp.encode(typed.context, out_type=int) if typed.context else []
-        return typed, self._window(ids)
+        window = self._windows.get(typed.context)
+        if window is None:  # a new context; every keystroke inside a word keeps the one it had
+            ids = s.tokenizer.tgt_sp.encode(typed.context, out_type=int) if typed.context else []
+            if len(self._windows) >= MAX_CACHED_ANSWERS:
+                self._windows.clear()
+            window = self._windows[typed.context] = self._window(ids)
+        return typed, window
 
     # ------------------------------------------------------------------------------------------ API
 
@@ -327,7 +335,7 @@ class SuggestSession:
             table = self.s.table
             allowed = table.allowed_after(typed.join, "", False)
             if allowed.id_list:
-                log_probs = self._nodes[ids][0].index_select(0, allowed.ids)
+                log_probs = torch.from_numpy(self._nodes[ids][0]).index_select(0, allowed.ids)
                 top, at = log_probs.topk(min(256, len(allowed.id_list)))
                 for p, a in zip(top.exp().tolist(), at.tolist(), strict=True):
                     lead = table.leads[allowed.id_list[a]]
@@ -397,8 +405,9 @@ class SuggestSession:
         state = _cat_states([block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()])
         out, state, _ = self.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
         bmass = self._boundary_mass(out)
+        rows = _as_numpy(out)
         for row, seq in enumerate(ordered):
-            self._nodes[seq] = (out[row], state, row, bmass[row])
+            self._nodes[seq] = (rows[row], state, row, bmass[row])
 
     def _evict(self, seqs: list[tuple[int, ...]], missing: list[tuple[int, ...]]) -> None:
         """Make room: keep the last context asked for and what follows it (the word being typed, the
@@ -469,29 +478,30 @@ class SuggestSession:
         for h, hyp in enumerate(hyps):
             groups.setdefault((hyp.phase, partial[len(hyp.text) :]), []).append(h)
         cands: list[tuple[float, int, int]] = []
+        # numpy for the picking and adding: a group is a few small array operations, and torch's
+        # per-call overhead (several microseconds each) would outweigh them on a keystroke's critical path
         for (phase, rest), members in groups.items():
             allowed = table.allowed_after(phase, rest, exact)
             if not allowed.id_list:
                 continue
             if len(members) == 1:  # the common case: no stacking, a scalar offset
-                lp = nodes[members[0]][0].index_select(0, allowed.ids).unsqueeze(0)  # (1, N)
+                lp = nodes[members[0]][0][allowed.index][None]  # (1, N)
                 lp += hyps[members[0]].logp
             else:
-                stacked = torch.stack([nodes[h][0] for h in members])  # (G, V)
-                lp = stacked.index_select(1, allowed.ids)  # (G, N)
-                lp += torch.tensor([hyps[h].logp for h in members]).unsqueeze(1)
+                lp = np.stack([nodes[h][0][allowed.index] for h in members])  # (G, N)
+                lp += np.array([hyps[h].logp for h in members], dtype=lp.dtype)[:, None]
             if allowed.close_mask is not None:  # pieces that end the word inside themselves are words
                 for g, row in enumerate(lp[:, allowed.close_at].tolist()):
                     for n, value in zip(allowed.close_at, row, strict=True):
                         word = hyps[members[g]].text + table.leads[allowed.id_list[n]]
                         if not exact or word == partial:
                             _add(words, word, value)
-                lp.masked_fill_(allowed.close_mask, -math.inf)
-            top, flat = lp.view(-1).topk(min(s.beam, lp.numel()))
+                lp[:, allowed.close_mask] = -math.inf
+            top, best = torch.from_numpy(lp.reshape(-1)).topk(min(s.beam, lp.size))  # the same memory
             n_ids = len(allowed.id_list)
             cands += [
                 (t, members[f // n_ids], allowed.id_list[f % n_ids])
-                for t, f in zip(top.tolist(), flat.tolist(), strict=True)
+                for t, f in zip(top.tolist(), best.tolist(), strict=True)
                 if t > -math.inf
             ]
         return cands
@@ -499,6 +509,13 @@ class SuggestSession:
 
 def _add(words: dict[str, float], word: str, logp: float) -> None:
     words[word] = words.get(word, 0.0) + math.exp(logp)
+
+
+def _as_numpy(log_probs: Tensor) -> np.ndarray:
+    """The step's log-probs (N, V) as numpy, sharing memory (bfloat16, which numpy lacks, as float32)."""
+    if log_probs.dtype not in (torch.float32, torch.float64):
+        log_probs = log_probs.float()
+    return log_probs.numpy()
 
 
 def _cat_states(states: list):

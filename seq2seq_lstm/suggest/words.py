@@ -61,6 +61,8 @@ class Typed:
 def clean_word(text: str) -> str:
     # Control and format characters (NUL, BEL, zero-width marks, lone surrogates) carry no words; drop
     # them instead of feeding them to SentencePiece. Whitespace controls (\t, \n) stay: they separate.
+    if text.isprintable():  # no Cc, Cf or Cs in it: the common case, without a loop in Python per character
+        return text
     return "".join(ch for ch in text if ch.isspace() or unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
 
 
