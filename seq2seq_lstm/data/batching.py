@@ -30,8 +30,8 @@ class _Encode:
     """``datasets.map`` function: a batch of text columns -> the same table with piece-id columns added
     (picklable for ``num_proc`` workers).
 
-    It takes and returns Arrow tables, so the ids go from SentencePiece's buffers into the cache file
-    without a Python list per sentence or an int per piece.
+    It takes and returns Arrow tables: the text columns pass through to the cache file untouched, and
+    each side's ids become one Arrow array in one conversion, with no per-row work in ``datasets``.
     """
 
     def __init__(self, tokenizer: Tokenizer, num_threads: int) -> None:

@@ -12,8 +12,9 @@ Monolingual text (language models) is one sentence per line; a TSV/JSONL/parquet
 serve as well, and then its ``data.tgt_lang`` side is read (the LM is the target-side decoder).
 
 Text-like files are read and checked by our own readers (line counts, UTF-8, fields) so that a bad
-file gives one clear line naming the file and line; ``datasets`` then stores the rows as Arrow in its
-cache, keyed by the files' size and modification time, and caches tokenization by fingerprint.
+file gives one clear line naming the file and line; the rows are written as Arrow into the
+``datasets`` cache, keyed by the files' size and modification time, and memory-mapped from there
+(tokenization is cached beside them by fingerprint, see :func:`.batching.tokenize`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.resources
+import itertools
 import json
 import logging
 import os
@@ -28,12 +30,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import datasets.config
+import pyarrow as pa
 from datasets import Dataset, Features, Value
-from datasets.exceptions import DatasetGenerationError
+from datasets.table import MemoryMappedTable
 
 from ..config import Config
 from ..errors import ConfigError, UserError
-from ..files import decode_lines
+from ..files import ENCODING_ERRORS, atomic_write, decode_line
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ FORMAT_BY_SUFFIX = {  # longest suffix first wins
     ".parquet": "parquet",
 }
 _READER_VERSION = "1"  # bump when a reader changes what it yields, to invalidate cached Arrow files
+_CHUNK_LINES = 10_000  # lines decoded per call and rows per Arrow record batch: per-chunk costs vanish
+_BOM = b"\xef\xbb\xbf"
+_REPLACE_HINT = "set data.encoding_errors=replace"
 
 # --------------------------------------------------------------------------------------------------
 # Paths and formats
@@ -101,32 +108,70 @@ def _open_binary(path: Path):
 
 def _lines(path: Path, errors: str) -> Iterator[str]:
     """Decoded lines without their line ending; invalid UTF-8 is an error naming file, line and column."""
+    for chunk in _line_chunks(path, errors):
+        yield from chunk
+
+
+def _line_chunks(path: Path, errors: str) -> Iterator[list[str]]:
+    """The lines of :func:`_lines`, ``_CHUNK_LINES`` at a time: each chunk is decoded in one call (one
+    line at a time only when it holds invalid UTF-8, to name the line or replace as ``decode_line`` does)."""
+    if errors not in ENCODING_ERRORS:
+        raise ValueError(f"errors must be one of {', '.join(ENCODING_ERRORS)}; got {errors!r}")
     try:
         with _open_binary(path) as f:
-            yield from decode_lines(f, str(path), errors, "set data.encoding_errors=replace")
+            first = 0
+            while raw := list(itertools.islice(f, _CHUNK_LINES)):
+                yield _decode_chunk(raw, path, first, errors)
+                first += len(raw)
     except (gzip.BadGzipFile, EOFError) as e:
         raise UserError(f"{path}: not a valid gzip file ({e})") from None
 
 
-def _read_aligned_text(paths: Sequence[Path], names: Sequence[str], errors: str) -> Iterator[dict]:
-    """Rows from line-aligned files, one column per file; different line counts are an error."""
+def _decode_chunk(raw: list[bytes], path: Path, first: int, errors: str) -> list[str]:
+    """Byte lines ``first + 1 ..`` (1-based) of ``path`` as :func:`.files.decode_line` reads them."""
+    blob = b"".join(raw)
+    if first == 0 and blob.startswith(_BOM):
+        blob = blob[len(_BOM) :]
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return [
+            decode_line(line, str(path), first + k + 1, errors, _REPLACE_HINT, strip_bom=first + k == 0)
+            for k, line in enumerate(raw)
+        ]
+    # every line but perhaps the last ends in "\n", so the split gives len(raw) parts (and maybe a last "")
+    return [line.rstrip("\r") for line in text.split("\n")[: len(raw)]]
+
+
+def _text_batches(paths: Sequence[Path], names: Sequence[str], errors: str) -> Iterator[dict[str, list]]:
+    """Column batches ``{"line": [...], name: [...]}`` of line-aligned files, one column per file,
+    sentences stripped; different line counts are an error naming every file's count."""
     for p in paths:
         if not p.is_file():
             raise UserError(f"corpus file {p} does not exist")
-    streams = [_lines(p, errors) for p in paths]
+    streams = [_line_chunks(p, errors) for p in paths]
     n = 0
     while True:
-        row = [next(s, None) for s in streams]
-        if all(x is None for x in row):
-            return
-        if any(x is None for x in row):
-            counts = [n + (x is not None) + sum(1 for _ in s) for x, s in zip(row, streams, strict=True)]
+        chunks = [next(s, []) for s in streams]
+        size = len(chunks[0])
+        if any(len(c) != size for c in chunks):
+            counts = [n + len(c) + sum(len(rest) for rest in s) for c, s in zip(chunks, streams, strict=True)]
             detail = " but ".join(
                 f"{p} has {c} line{'' if c == 1 else 's'}" for p, c in zip(paths, counts, strict=True)
             )
             raise UserError(f"{detail}; aligned files need one sentence per line in each, in the same order")
-        yield {"line": n, **{k: x.strip() for k, x in zip(names, row, strict=True)}}
-        n += 1
+        if size == 0:
+            return
+        text = {k: [x.strip() for x in c] for k, c in zip(names, chunks, strict=True)}
+        yield {"line": list(range(n, n + size)), **text}
+        n += size
+
+
+def _read_aligned_text(paths: Sequence[Path], names: Sequence[str], errors: str) -> Iterator[dict]:
+    """Rows from line-aligned files, one column per file; different line counts are an error."""
+    for batch in _text_batches(paths, names, errors):
+        for i, line in enumerate(batch["line"]):
+            yield {"line": line, **{k: batch[k][i] for k in names}}
 
 
 def _read_tsv(path: Path, columns: dict[str, str], errors: str) -> Iterator[dict]:
@@ -195,21 +240,29 @@ def jsonl_row(path: Path, text: str, n: int, columns: dict[str, str]) -> dict:
 _READERS: dict[str, Callable[..., Iterator[dict]]] = {"tsv": _read_tsv, "jsonl": _read_jsonl}
 
 
-def _generate(
-    reader: str, paths: list[str], columns: dict[str, str], errors: str, stamp: str
-) -> Iterator[dict]:
-    # module-level so datasets can pickle it; `stamp` only keys the cache (size and mtime of the files)
-    del stamp
+def _batches(reader: str, paths: list[Path], columns: dict[str, str], errors: str) -> Iterator[dict]:
+    """Column batches ``{"line": [...], column: [...]}`` of a text, TSV or JSONL corpus."""
     if reader == "text":
-        rows = _read_aligned_text([Path(p) for p in paths], list(columns), errors)
-    else:
-        rows = _READERS[reader](Path(paths[0]), columns, errors)
-    n = 0
-    for n, row in enumerate(rows, start=1):  # noqa: B007 (n counts the rows)
-        yield row
-    if n == 0:
-        # raised here because datasets cannot build a dataset from a generator that yields nothing
-        raise UserError(f"corpus {' / '.join(paths)} is empty: it has no sentences")
+        yield from _text_batches(paths, list(columns), errors)
+        return
+    rows = _READERS[reader](paths[0], columns, errors)
+    while chunk := list(itertools.islice(rows, _CHUNK_LINES)):
+        yield {k: [row[k] for row in chunk] for k in ("line", *columns)}
+
+
+def _write_rows(out: Path, batches: Iterator[dict], schema: pa.Schema, what: str) -> None:
+    """Write ``batches`` as one Arrow stream file (the format ``datasets`` memory-maps), atomically."""
+
+    def write(tmp: Path) -> None:
+        rows = 0
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(pa.record_batch(batch, schema=schema))
+                rows += len(batch["line"])
+        if rows == 0:
+            raise UserError(f"corpus {what} is empty: it has no sentences")
+
+    atomic_write(out, write)
 
 
 def _stamp(paths: Sequence[Path]) -> str:
@@ -221,31 +274,23 @@ def _stamp(paths: Sequence[Path]) -> str:
 
 
 def _from_reader(reader: str, paths: list[Path], columns: dict[str, str], errors: str) -> Dataset:
+    """The rows of a text/TSV/JSONL corpus as a memory-mapped Dataset, read once into the ``datasets``
+    cache (keyed by the files' size and modification time) and reused while the files are unchanged.
+
+    The rows are written a chunk at a time as Arrow record batches, not one example at a time through
+    ``Dataset.from_generator``, whose per-example feature encoding cost several times the reading.
+    """
     for p in paths:
         if not p.is_file():
             raise UserError(f"corpus file {p} does not exist")
-    stamp = _stamp(paths)
-    key = json.dumps([_READER_VERSION, reader, stamp, columns, errors])
+    key = json.dumps([_READER_VERSION, reader, _stamp(paths), columns, errors])
+    fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
     features = Features({"line": Value("int64"), **{out: Value("string") for out in columns}})
-    try:
-        ds = Dataset.from_generator(
-            _generate,
-            features=features,
-            gen_kwargs={
-                "reader": reader,
-                "paths": tuple(str(p) for p in paths),
-                "columns": columns,
-                "errors": errors,
-                "stamp": stamp,
-            },
-            fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
-        )
-    except DatasetGenerationError as e:
-        # datasets wraps our readers' errors; the user needs our line, not its wrapper
-        if isinstance(e.__cause__, UserError):
-            raise e.__cause__ from None
-        raise
-    return ds
+    out = Path(datasets.config.HF_DATASETS_CACHE) / "s2s_corpora" / fingerprint / "rows.arrow"
+    if not out.is_file():
+        batches = _batches(reader, paths, columns, errors)
+        _write_rows(out, batches, features.arrow_schema, " / ".join(str(p) for p in paths))
+    return Dataset(MemoryMappedTable.from_file(str(out)), fingerprint=fingerprint)
 
 
 def parquet_sources(path: Path, columns: dict[str, str]) -> dict[str, str]:
