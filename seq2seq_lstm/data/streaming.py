@@ -12,14 +12,15 @@ so a stream can be replayed to any window by reading and shuffling alone. A stre
 ``(window, batches of it consumed)``; the DataLoader takes batches from its workers in turn, so the
 rank's position is those of its streams plus the stream due next. A resumed loader rotates the
 streams over its workers so that worker 0 plays the stream due next, and the batches continue as the
-uninterrupted run would have had them.
+uninterrupted run would have had them. A position saved after an epoch's last batch says so
+(``ended``), and the resumed loader then starts the next epoch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -151,21 +152,23 @@ class StreamingBatches(IterableDataset):
 
 @dataclass(frozen=True)
 class _State:
-    """A rank's place in an epoch: after ``count`` batches, each stream's position and the one due next."""
+    """A rank's place in an epoch: after ``count`` batches, each stream's position and the one due next;
+    ``ended``: the epoch had no batch after these (the loader had found its end)."""
 
     epoch: int
     count: int
     positions: tuple[Position, ...]
     due: int
+    ended: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "count": self.count, "due": self.due,
+        return {"epoch": self.epoch, "count": self.count, "due": self.due, "ended": self.ended,
                 "positions": [[p.window, p.batches] for p in self.positions]}  # fmt: skip
 
     @classmethod
     def from_dict(cls, s: dict[str, Any]) -> _State:
         positions = tuple(Position(int(w), int(b)) for w, b in s["positions"])
-        return cls(int(s["epoch"]), int(s["count"]), positions, int(s["due"]))
+        return cls(int(s["epoch"]), int(s["count"]), positions, int(s["due"]), bool(s.get("ended", False)))
 
 
 class StreamingLoader(DataLoader):
@@ -186,9 +189,12 @@ class StreamingLoader(DataLoader):
     ) -> None:
         d = batches.plan.data
         workers = d.num_workers
+        # its own generator for the workers' seed drawn at each epoch (the batches never use it), not
+        # dropout's global RNG: a run resumed at an epoch's end restores that RNG after the draw, and
+        # would lose one draw the uninterrupted run made
         super().__init__(
             batches, batch_size=None, num_workers=workers, timeout=d.worker_timeout if workers else 0,
-            prefetch_factor=2 if workers else None,
+            prefetch_factor=2 if workers else None, generator=torch.Generator().manual_seed(d.seed),
         )  # fmt: skip
         self._consumed, self._epoch, self._passes = consumed, epoch, 0
         self._resume: _State | None = None
@@ -201,9 +207,15 @@ class StreamingLoader(DataLoader):
 
     def _start(self) -> _State:
         epoch = self._epoch() if self._epoch is not None else self._passes
-        fresh = _State(epoch, 0, (Position(),) * self.plan.streams, 0)
         resume, self._resume = self._resume, None
-        return resume if resume is not None and resume.epoch == epoch else fresh
+        if resume is not None and resume.epoch == epoch and resume.ended:
+            # saved at the last batch of an epoch: Lightning, resuming, counts that epoch as done but
+            # trains the next one on the iterator it made before (while current_epoch was still the
+            # old one), so that iterator must hold the next epoch
+            epoch += 1
+        elif resume is not None and resume.epoch == epoch:
+            return resume
+        return _State(epoch, 0, (Position(),) * self.plan.streams, 0)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         state = self._start()
@@ -225,6 +237,7 @@ class StreamingLoader(DataLoader):
             yield payload[0]
         if agreed:
             self._agree(False)
+        self._snapshots[state.count] = replace(state, ended=True)
         self._passes += 1
         if self.skipped:
             logger.warning(
