@@ -21,6 +21,7 @@ from .words import GLUED, WORD, Typed, clean_word, parse_typed
 
 MAX_CACHED_SEQUENCES = 2048  # piece sequences a session keeps (each holds V log-probs)
 MAX_CACHED_ANSWERS = 1024  # answers a session keeps (texts asked for or prefetched)
+SORT_WHOLE = 256  # the word beam sorts up to this many candidate scores whole instead of a top-k call
 CHARS_PER_PIECE = 16  # only the last suggest_context * this many characters of the text are read
 
 
@@ -497,11 +498,10 @@ class SuggestSession:
                         if not exact or word == partial:
                             _add(words, word, value)
                 lp[:, allowed.close_mask] = -math.inf
-            top, best = torch.from_numpy(lp.reshape(-1)).topk(min(s.beam, lp.size))  # the same memory
             n_ids = len(allowed.id_list)
             cands += [
                 (t, members[f // n_ids], allowed.id_list[f % n_ids])
-                for t, f in zip(top.tolist(), best.tolist(), strict=True)
+                for t, f in zip(*_best(lp.reshape(-1), s.beam), strict=True)
                 if t > -math.inf
             ]
         return cands
@@ -516,6 +516,17 @@ def _as_numpy(log_probs: Tensor) -> np.ndarray:
     if log_probs.dtype not in (torch.float32, torch.float64):
         log_probs = log_probs.float()
     return log_probs.numpy()
+
+
+def _best(scores: np.ndarray, k: int) -> tuple[list[float], list[int]]:
+    """The ``k`` highest of ``scores`` (M,) and their positions, highest first. A short row (typed letters
+    leave few pieces) is sorted whole, cheaper than a top-k call; a long one goes to torch's top-k, on
+    the same memory."""
+    if scores.size <= SORT_WHOLE:
+        at = np.argsort(-scores, kind="stable")[:k]
+        return scores[at].tolist(), at.tolist()
+    top, at = torch.from_numpy(scores).topk(min(k, scores.size))
+    return top.tolist(), at.tolist()
 
 
 def _cat_states(states: list):
