@@ -383,9 +383,11 @@ def test_training_on_a_stream_learns_and_resumes_exactly(tmp_path):
 
 
 def test_a_stream_stopped_at_an_epochs_last_batch_without_validation_resumes_with_the_next_epoch(tmp_path):
-    """No data.valid, so no validation rewrites last.ckpt after the stop, which falls on epoch 0's last
-    batch (found from the uninterrupted run). The resumed run trains epoch 1 next (it used to find that
-    epoch empty and go on to epoch 2) with the uninterrupted run's losses, dropout included."""
+    """No data.valid, so no validation rewrites last.ckpt after the stop: ``max_epochs=1``, at epoch 0's
+    last batch. last.ckpt holds that final step (a streamed epoch has no length to tell its last batch
+    by), and the resumed run trains epoch 1 next (it used to find that epoch empty and go on to epoch
+    2) with the uninterrupted run's losses, dropout included."""
+    from seq2seq_lstm.checkpoint import RunDir, load_checkpoint_file
     from seq2seq_lstm.training.trainer import train
 
     data = write_pairs(tmp_path, 150)
@@ -393,19 +395,18 @@ def test_a_stream_stopped_at_an_epochs_last_batch_without_validation_resumes_wit
             "data.window=40", "data.shuffle_buffer=30", "data.batch_tokens=600", "tokenizer.vocab_size=300",
             "model.emb_dim=16", "model.hidden_size=16", "model.enc_layers=1", "model.dec_layers=1",
             "model.dropout=0.2", "training.num_threads=1", "training.log_every_steps=1",
-            "training.val_every_steps=3", "training.progress_bar=false",
-            "training.max_epochs=-1"]  # fmt: skip
+            "training.val_every_steps=3", "training.progress_bar=false"]  # fmt: skip
 
-    def run(out, steps, resume=False):
-        cfg = load_config(None, [*sets, f"training.out_dir={out}", f"training.max_steps={steps}"])
-        return train(cfg, resume)
+    def run(out, *budget, resume=False):
+        return train(load_config(None, [*sets, f"training.out_dir={out}", *budget]), resume)
 
-    run(tmp_path / "full", 12)
+    run(tmp_path / "full", "training.max_steps=12", "training.max_epochs=-1")
     epochs = train_epochs(tmp_path / "full")
     end = sum(1 for e in epochs.values() if e == 0)
     assert 3 < end < 10 and end % 3  # the stop is no step checkpoint's
-    run(tmp_path / "half", end)
-    run(tmp_path / "half", 12, resume=True)
+    assert run(tmp_path / "half", "training.max_steps=-1", "training.max_epochs=1").steps == end
+    assert load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["global_step"] == end
+    run(tmp_path / "half", "training.max_steps=12", "training.max_epochs=-1", resume=True)
     assert train_epochs(tmp_path / "half") == epochs
     a, b = train_losses(tmp_path / "full"), train_losses(tmp_path / "half")
     assert sorted(a) == sorted(b) == list(range(12))

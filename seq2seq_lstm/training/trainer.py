@@ -634,10 +634,13 @@ class LastCheckpoint(Checkpoint):
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        # the loader's end as Lightning found it (it fetches one batch ahead): a streamed epoch has no
+        # length to compare batch_idx with
+        last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if (
             trainer.should_stop
             or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
-            or (last_epoch and batch_idx + 1 >= trainer.num_training_batches)
+            or (last_epoch and last_batch)
         ):
             trainer.save_checkpoint(self.path, weights_only=False)
 
