@@ -403,8 +403,8 @@ class SuggestSession:
             groups[id(block)][1].append(row)
             groups[id(block)][2].append(seq)
         ordered = [seq for _, _, group in groups.values() for seq in group]
-        state = _cat_states([block.reorder(torch.tensor(rows)) for block, rows, _ in groups.values()])
-        out, state, _ = self.model.step(torch.tensor([seq[-1] for seq in ordered]), state)
+        state = _cat_states([block.reorder(_longs(rows)) for block, rows, _ in groups.values()])
+        out, state, _ = self.model.step(_longs([seq[-1] for seq in ordered]), state)
         bmass = self._boundary_mass(out)
         rows = _as_numpy(out)
         for row, seq in enumerate(ordered):
@@ -516,6 +516,12 @@ def _as_numpy(log_probs: Tensor) -> np.ndarray:
     if log_probs.dtype not in (torch.float32, torch.float64):
         log_probs = log_probs.float()
     return log_probs.numpy()
+
+
+def _longs(values: list[int]) -> Tensor:
+    """``torch.tensor(values)`` (int64), through numpy: several times faster for a short list, and a step
+    of the word beam makes two."""
+    return torch.from_numpy(np.array(values, dtype=np.int64))
 
 
 def _best(scores: np.ndarray, k: int) -> tuple[list[float], list[int]]:
