@@ -116,6 +116,9 @@ class StepRules:
     min_len: int = 0  # no EOS at steps < min_len
     banned: tuple[int, ...] = ()  # never produced (the unknown piece)
     no_repeat_ngram: int = 0  # no n-gram of this size twice in one path (0 = off)
+    # no row reaches its max_len before this step: a lower bound (rows only leave), so a step before
+    # it and past every prefix forces nothing, and ``apply`` skips the few tensor ops that find that
+    first_end: int = 0
 
     @classmethod
     def build(
@@ -134,12 +137,14 @@ class StepRules:
         if any(EOS_ID in p for p in prefix):
             raise ValueError("a forced prefix must not contain EOS; pass the tokens only")
         lengths = torch.tensor([len(p) for p in prefix], dtype=torch.long, device=device)
+        max_len = torch.maximum(limit, lengths)  # the typed prefix always fits
         return cls(
-            max_len=torch.maximum(limit, lengths),  # the typed prefix always fits
+            max_len=max_len,
             prefix=pad_ids(prefix, -1).to(device),
             min_len=options.min_len,
             banned=(UNK_ID,) if options.ban_unk else (),
             no_repeat_ngram=options.no_repeat_ngram,
+            first_end=int(max_len.min()),
         )
 
     def select(self, index: Tensor) -> StepRules:
@@ -159,6 +164,8 @@ class StepRules:
             if step < self.min_len:
                 masked[:, EOS_ID] = NEG_INF
             stuck = masked.amax(dim=1) == NEG_INF  # the bans left nothing: let the row end
+        if stuck is None and self.prefix.size(1) <= step < self.first_end:
+            return masked
         # Rows that must take one token: a prefix token, EOS at max_len, or EOS when stuck
         force = self.prefix[:, step] if step < self.prefix.size(1) else torch.full_like(self.max_len, -1)
         force = torch.where(self.max_len <= step, EOS_ID, force)
@@ -244,6 +251,7 @@ class _Finished:
         self.n_best, self.penalty = n_best, LENGTH_PENALTIES[options.length_penalty]
         self.alpha = options.alpha
         self.src_lens = None if src_lens is None else src_lens.tolist()
+        self.nth = torch.full((batch_size,), NEG_INF)  # n-th best score of each sentence, on the CPU
 
     def add(self, sentences: list[int], paths: list, cum_log_probs: list[float]) -> None:
         for sentence, (tokens, log_probs, attention), cum in zip(
@@ -256,14 +264,12 @@ class _Finished:
             kept.append(Hypothesis(tokens, score, log_probs, attention))
             kept.sort(key=lambda h: -h.score)  # stable: earlier finds win ties
             del kept[self.n_best :]
+            if len(kept) == self.n_best:
+                self.nth[sentence] = kept[-1].score
 
     def nth_best(self, sentences: Tensor) -> Tensor:
         """(B',) n-th best finished score of each sentence, -inf while it has fewer than n."""
-        n = self.n_best
-        best = [
-            h[n - 1].score if len(h) >= n else NEG_INF for h in map(self.hyps.__getitem__, sentences.tolist())
-        ]
-        return torch.tensor(best, device=sentences.device)
+        return self.nth[sentences.cpu()].to(sentences.device)
 
 
 def sentence_done(
