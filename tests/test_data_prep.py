@@ -10,7 +10,7 @@ import pytest
 
 from seq2seq_lstm.config import TokenizerConfig
 from seq2seq_lstm.data import batching, corpus
-from seq2seq_lstm.data.batching import tokenize
+from seq2seq_lstm.data.batching import column_lengths, tokenize
 from seq2seq_lstm.data.corpus import load_monolingual, load_parallel
 from seq2seq_lstm.data.tokenizer import Tokenizer
 from seq2seq_lstm.errors import UserError
@@ -132,3 +132,10 @@ def test_a_failed_read_leaves_no_cache_behind(tmp_path):
     for _ in range(2):  # the second read fails the same way: nothing half-written was cached
         with pytest.raises(UserError, match="line 2: invalid UTF-8"):
             load_parallel(str(tmp_path / "c"), "en", "de")
+
+
+def test_column_lengths_follow_a_row_selection(tok):
+    ds = tokenize(load_parallel(str(TINY / "train"), "en", "es"), tok)
+    for picked in (ds, ds.select([7, 2, 30, 2]), ds.select(range(10, 20)).select([9, 0])):
+        for column in ("src_ids", "tgt_ids"):
+            assert column_lengths(picked, column).tolist() == [len(x) for x in picked[column]]
