@@ -539,6 +539,24 @@ def test_clients_queued_during_a_call_wait_for_the_ones_it_answered():
     assert translator.calls[1:] == [["first"], ["second", "third", "fourth"]]
 
 
+def test_a_lone_client_that_sends_again_the_moment_it_is_answered_is_not_held():
+    translator = SlowTranslator()
+    worker = translator.worker = ModelWorker(translator, None, Limits(batch_wait_s=0.005))
+    worker._queue = fake = NoWaitQueue()
+    first, again = job("one"), []
+    # the answer's callback runs in the worker's thread: the next request is queued before the
+    # worker is done with the round, as a fast client's can be
+    first.future.add_done_callback(lambda _: again.append(worker.submit(job("two"))))
+    worker.start()
+    try:
+        worker.submit(first).result(timeout=30)
+        again[0].result(timeout=30)
+    finally:
+        worker.stop(timeout=30)
+    assert translator.calls[1:] == [["one"], ["two"]]
+    assert len(fake.waits) == 1  # the first request's window (no round to go by), then none
+
+
 def test_the_worker_decodes_once_before_its_first_request():
     translator = RecordingTranslator()
     worker = ModelWorker(translator, None, Limits())

@@ -96,7 +96,7 @@ class ModelWorker:
         self._lock = threading.Lock()
         self._pending = 0  # sentences queued or decoding
         self._last_round = 0  # jobs the last _collect returned (0: none yet)
-        self._backlog = 0  # jobs queued when the last round's decoding ended
+        self._backlog = 0  # jobs queued when the last round's decoding ended, before its answers
         self._last_decode_s = 0.0  # how long the last round's decoding took
         self.counts = {"jobs": 0, "batches": 0, "skipped": 0}  # answered, decoding calls, cancelled unrun
         self._variants: dict[SearchOptions, Translator] = {}
@@ -147,10 +147,10 @@ class ModelWorker:
             groups: dict[SearchOptions, list[TranslateJob]] = {}
             for job in translate:
                 groups.setdefault(job.options, []).append(job)
-            began = time.monotonic()
+            began, self._backlog = time.monotonic(), 0
             for options, group in groups.items():
                 self._translate(options, group)
-            self._last_decode_s, self._backlog = time.monotonic() - began, self._queue.qsize()
+            self._last_decode_s = time.monotonic() - began
             if stop:
                 return
 
@@ -234,7 +234,11 @@ class ModelWorker:
         attention = any(j.attention for j in jobs)
         self.counts["batches"] += 1
         self.counts["jobs"] += len(jobs)
-        return self.variant(options).translate_full(lines, prefixes, attention=attention)
+        results = self.variant(options).translate_full(lines, prefixes, attention=attention)
+        # before any answer is out: a lone client sends again the moment it has its answer, and
+        # counted as queued it would be waited for a second time
+        self._backlog = self._queue.qsize()
+        return results
 
     def variant(self, options: SearchOptions) -> Translator:
         """The Translator with ``options`` as its search: the same models and tokenizer, shared."""
