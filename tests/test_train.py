@@ -159,14 +159,15 @@ def test_resume_continues_the_same_loss_curve(tmp_path, schedule, caplog):
         torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("stop", [3, 4])
-def test_resume_without_validation_continues_the_same_loss_curve(tmp_path, stop):
-    """No data.valid: last.ckpt is written at the step checkpoints and the final step only. Stopped at
-    an epoch's last batch (3 batches an epoch) or inside the next one, the resumed run trains every
-    epoch's batches in the same epochs as the uninterrupted run, with the same dropout (the train loader
-    must not draw from the global RNG that the checkpoint restores)."""
+@pytest.mark.parametrize("stop, every", [(3, 2), (4, 2), (4, 6)])
+def test_resume_without_validation_continues_the_same_loss_curve(tmp_path, stop, every):
+    """No data.valid: last.ckpt is written every val_every_steps and at the final step only. Stopped at
+    an epoch's last batch (3 batches an epoch) or inside the next one, before or after a periodic save,
+    the resumed run trains every epoch's batches in the same epochs as the uninterrupted run, with the
+    same dropout (the train loader must not draw from the global RNG that the checkpoint restores, and
+    no save after the loop may close the epoch in last.ckpt)."""
     sets = ("data.valid=", "data.batch_tokens=100000", "data.max_sentences=16", "training.log_every_steps=1",
-            "model.dropout=0.2", "training.val_every_steps=2")  # fmt: skip
+            "model.dropout=0.2", f"training.val_every_steps={every}")  # fmt: skip
     full = train(tiny_config(tmp_path / "full", "training.max_steps=8", *sets))
     train(tiny_config(tmp_path / "half", f"training.max_steps={stop}", *sets))
     resumed = train(tiny_config(tmp_path / "half", "training.max_steps=8", *sets), resume=True)
@@ -182,6 +183,32 @@ def test_resume_without_validation_continues_the_same_loss_curve(tmp_path, stop)
     wb = load_checkpoint_file(RunDir(resumed.out_dir).last_ckpt)["state_dict"]
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
+
+
+class SavedSteps(L.Callback):
+    """The step of every checkpoint the run writes."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: object, checkpoint: dict) -> None:
+        self.steps.append(trainer.global_step)
+
+
+@pytest.mark.parametrize(
+    "every, accumulate, saved", [(2, 1, [2, 4, 6, 7]), (0, 1, [3, 6, 7]), (1, 2, [1, 2, 3, 4, 5, 6, 7])]
+)
+def test_without_validation_last_ckpt_is_saved_every_val_every_steps_or_each_epoch(
+    tmp_path, every, accumulate, saved
+):
+    """3 batches an epoch, 7 steps: last.ckpt (the only checkpoint) is written where the validations
+    would have come and at the final step, each step once however many batches it accumulates."""
+    sets = ("data.valid=", "data.batch_tokens=100000", "data.max_sentences=16", "training.max_steps=7",
+            f"training.val_every_steps={every}", f"training.accumulate={accumulate}")  # fmt: skip
+    steps = SavedSteps()
+    train(tiny_config(tmp_path / "run", *sets), callbacks=[steps])
+    assert steps.steps == saved
+    assert [p.name for p in RunDir(tmp_path / "run").checkpoints.glob("*.ckpt")] == ["last.ckpt"]
 
 
 def test_resume_with_another_model_config_is_refused(tmp_path):

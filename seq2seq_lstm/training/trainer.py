@@ -556,20 +556,23 @@ def _trainer_options(cfg: Config, run: RunDir, system: Any, extra: list[Any]) ->
 
     t = cfg.training
     validate = bool(cfg.data.valid)  # the settings that need it were checked by check_trainer_options
+    # best.ckpt only: last.ckpt is LastCheckpoint's alone (ModelCheckpoint's save_last also writes it
+    # when training ends, after Lightning has closed the epoch, and a resume then skipped the rest of it)
     checkpoint = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
         monitor=system.monitor if validate else None,
         mode=system.monitor_mode,
-        save_last=True,
+        save_last=False,
         save_top_k=1 if validate else 0,
         auto_insert_metric_name=False,
         enable_version_counter=False,
-        every_n_train_steps=None if validate else (t.val_every_steps or None),
     )
     clock = StepClock()
     kept = [KeepCheckpoints(run, t.keep_checkpoints)] if validate and t.keep_checkpoints else []
-    callbacks: list[Any] = [checkpoint, *kept, LastCheckpoint(run.last_ckpt), GracefulStop(), clock, *extra]
+    last = LastCheckpoint(run.last_ckpt, every=None if validate else t.val_every_steps)
+    # last.ckpt before a validation's step checkpoint: a kill between the two leaves it the newest
+    callbacks: list[Any] = [checkpoint, last, *kept, GracefulStop(), clock, *extra]
     if t.patience:
         callbacks.append(EarlyStopping(monitor=system.monitor, mode=system.monitor_mode, patience=t.patience))
     if t.progress_bar:
@@ -616,7 +619,10 @@ def _logger(cfg: Config, run: RunDir) -> Any:
 
 
 class LastCheckpoint(Checkpoint):
-    """Writes last.ckpt, the state ``--resume`` continues, after every validation and the final step.
+    """Writes last.ckpt, the state ``--resume`` continues: after every validation and at the final
+    step; nothing else writes it. Without validation (``every`` given: ``training.val_every_steps``)
+    also where the validations would have come: every ``every`` optimizer steps, or at each epoch's
+    last batch when ``every`` is 0.
 
     Lightning's ModelCheckpoint rewrites ``last`` at a validation only when the score improved, so a
     run stopped after a worse validation would resume from an older state (and its plateau scheduler
@@ -627,22 +633,35 @@ class LastCheckpoint(Checkpoint):
     last.ckpt again afterwards, with the later state.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, every: int | None = None) -> None:
         self.path = path
+        self.every = every
+        self._saved_step = -1  # the step last saved (a step's accumulated batches save it once)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self._saved_step = trainer.global_step  # the step a run starts from needs no save
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        step = trainer.global_step
         last_epoch = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
         # the loader's end as Lightning found it (it fetches one batch ahead): a streamed epoch has no
         # length to compare batch_idx with
         last_batch = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
         if (
             trainer.should_stop
-            or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
+            or (trainer.max_steps > 0 and step >= trainer.max_steps)
             or (last_epoch and last_batch)
+            or (self._due(step, last_batch) and step != self._saved_step)
         ):
             trainer.save_checkpoint(self.path, weights_only=False)
+            self._saved_step = step
+
+    def _due(self, step: int, last_batch: bool) -> bool:
+        if self.every is None:
+            return False
+        return step % self.every == 0 if self.every > 0 else last_batch
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         # not for the final state's validation after fit (trainer.validate): last.ckpt already holds
