@@ -436,9 +436,10 @@ def train_epochs(run: Path) -> dict[int, int]:
 @pytest.mark.slow
 def test_ddp_streaming_resume_gives_the_weights_of_the_uninterrupted_run(tmp_path):
     """Two CPU ranks stream their own shards; 10 steps cross an epoch end (the ranks' batch counts
-    differ: the epoch ends for both when the first runs out, here after 5). 10 steps straight == 5
-    steps + resume to 10: both ranks' stream positions came back, the resume starts the next epoch,
-    and each rank's dropout continues where it was (no loader drew from the RNG in between)."""
+    differ: the epoch ends for both when the first runs out, here after 5). 10 steps straight == 3 or
+    5 steps + resume to 10: both ranks' stream positions came back, a resume from the epoch's last
+    batch starts the next epoch, and each rank's dropout continues where it was (no loader drew from
+    the RNG in between)."""
     import subprocess
     import sys
 
@@ -465,12 +466,15 @@ def test_ddp_streaming_resume_gives_the_weights_of_the_uninterrupted_run(tmp_pat
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     run(tmp_path / "full", 10)
-    run(tmp_path / "half", 5)
-    ranks = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["loops"]["fit_loop"]["state_dict"]
-    states = ranks["combined_loader"][0]["ranks"]
-    assert len(states) == 2 and all(s["count"] == 5 for s in states)  # each rank's own place
-    run(tmp_path / "half", 10, "--resume")
     wa = load_checkpoint_file(RunDir(tmp_path / "full").last_ckpt)["state_dict"]
-    wb = load_checkpoint_file(RunDir(tmp_path / "half").last_ckpt)["state_dict"]
-    for name in wa:
-        torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0)
+    for stop in (3, 5):  # inside epoch 0 (no validation there); its last batch
+        half = tmp_path / f"half{stop}"
+        run(half, stop)
+        loops = load_checkpoint_file(RunDir(half).last_ckpt)["loops"]["fit_loop"]["state_dict"]
+        states = loops["combined_loader"][0]["ranks"]
+        assert len(states) == 2 and all(s["count"] == stop for s in states)  # each rank's own place
+        assert all(s["ended"] == (stop == 5) for s in states)
+        run(half, 10, "--resume")
+        wb = load_checkpoint_file(RunDir(half).last_ckpt)["state_dict"]
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name], atol=1e-5, rtol=0, msg=f"{name}, stop {stop}")
