@@ -415,6 +415,18 @@ def test_waiting_for_a_hang_up_reads_the_next_message_once_instead_of_polling():
     assert asyncio.run(scenario()) == (True, 1)
 
 
+def test_the_load_benchmarks_clients_get_the_answers_of_translate(runs, tmp_path, translator):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks/serve_load.py")
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+    with serving(tmp_path, runs["mt"]) as s:
+        result = serve_load.closed_loop(s.url, LINES[:4], clients=3, seconds=60, max_requests=9)
+    assert result["ok"] == 9 and result["errors"] == {}
+    assert result["answers"] == dict(zip(LINES[:4], translator.translate(LINES[:4]), strict=True))
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits(runs, tmp_path, translator):
     with serving(tmp_path, runs["mt"], args=("--batch-wait-ms", "1000")) as s:
         answer: dict = {}
