@@ -1,6 +1,7 @@
 """Shared test setup: offline `datasets` with a private cache, one torch thread, fixture paths."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ def _isolated_hf_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache / "datasets"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # datasets reads HF_DATASETS_CACHE once, when first imported (during collection, before this
+    # fixture): point the already-read value at the private cache too
+    if (config := sys.modules.get("datasets.config")) is not None:
+        monkeypatch.setattr(config, "HF_DATASETS_CACHE", cache / "datasets")
 
 
 def pytest_configure(config):
