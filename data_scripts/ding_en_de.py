@@ -81,25 +81,30 @@ def read_pairs(path: Path) -> Iterator[tuple[str, str]]:
     Synonyms of one sub-entry are paired by position when both sides list the same number of sentences
     (they are parallel variants: "Ach ja!; Ah ja! :: Oh yes!; Oh right!"), otherwise only the first ones.
     """
+    for de_sub, en_sub in sub_entries(path):
+        des = [normalize(_LABEL.sub("", s)) for s in de_sub.split("; ")]
+        ens = [normalize(_LABEL.sub("", s)) for s in en_sub.split("; ")]
+        des = [s for s in des if is_sentence(s)]
+        ens = [s for s in ens if is_sentence(s)]
+        if not des or not ens:
+            continue
+        pairs = zip(ens, des, strict=True) if len(des) == len(ens) else [(ens[0], des[0])]
+        for e, d in pairs:
+            if usable(e) and usable(d):
+                yield e, d
+
+
+def sub_entries(path: Path) -> Iterator[tuple[str, str]]:
+    """The aligned (German, English) sub-entries of every dictionary line, in order; lines whose two
+    sides have different numbers of sub-entries are skipped (they cannot be aligned)."""
     with path.open(encoding="utf-8") as f:
         for line in f:
             if line.startswith("#") or " :: " not in line:
                 continue
             de, en = line.rstrip("\n").split(" :: ", 1)
             de_subs, en_subs = de.split(" | "), en.split(" | ")
-            if len(de_subs) != len(en_subs):
-                continue
-            for de_sub, en_sub in zip(de_subs, en_subs, strict=True):
-                des = [normalize(_LABEL.sub("", s)) for s in de_sub.split("; ")]
-                ens = [normalize(_LABEL.sub("", s)) for s in en_sub.split("; ")]
-                des = [s for s in des if is_sentence(s)]
-                ens = [s for s in ens if is_sentence(s)]
-                if not des or not ens:
-                    continue
-                pairs = zip(ens, des, strict=True) if len(des) == len(ens) else [(ens[0], des[0])]
-                for e, d in pairs:
-                    if usable(e) and usable(d):
-                        yield e, d
+            if len(de_subs) == len(en_subs):
+                yield from zip(de_subs, en_subs, strict=True)
 
 
 def is_phrase(text: str) -> bool:
@@ -114,20 +119,12 @@ def read_phrase_pairs(path: Path) -> Iterator[tuple[str, str]]:
     one: they name one sense, and phrases need no word-for-word match ("ready for collection; awaiting
     collection" both translate "zur Abholung bereit").
     """
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("#") or " :: " not in line:
-                continue
-            de, en = line.rstrip("\n").split(" :: ", 1)
-            de_subs, en_subs = de.split(" | "), en.split(" | ")
-            if len(de_subs) != len(en_subs):
-                continue
-            for de_sub, en_sub in zip(de_subs, en_subs, strict=True):
-                des = [normalize(_GLOSS.sub("", _LABEL.sub("", s))) for s in de_sub.split("; ")]
-                ens = [normalize(_GLOSS.sub("", _LABEL.sub("", s))) for s in en_sub.split("; ")]
-                for e in filter(is_phrase, ens):
-                    for d in filter(is_phrase, des):
-                        yield e, d
+    for de_sub, en_sub in sub_entries(path):
+        des = [normalize(_GLOSS.sub("", _LABEL.sub("", s))) for s in de_sub.split("; ")]
+        ens = [normalize(_GLOSS.sub("", _LABEL.sub("", s))) for s in en_sub.split("; ")]
+        for e in filter(is_phrase, ens):
+            for d in filter(is_phrase, des):
+                yield e, d
 
 
 def held_out_phrases(
