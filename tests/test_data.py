@@ -419,40 +419,21 @@ def test_gzip_tsv_round_trip(tmp_path):
 
 
 def test_lightning_resumes_mid_epoch_with_the_remaining_batches(tok, tmp_path):
-    import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning_probe import Recorder, quiet_trainer
 
-    class Recorder(L.LightningModule):
-        """Records which examples each training step saw; the loss is a dummy."""
-
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-            self.seen = []
-
-        def training_step(self, batch, batch_idx):
-            self.seen.append((self.current_epoch, tuple(batch["index"].tolist())))
-            return self.w * batch["src"].float().mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def trainer(**kw):
-        quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                 "default_root_dir": tmp_path}  # fmt: skip
-        # the sampler shards by itself, so Lightning must not wrap it in a DistributedSampler
-        return L.Trainer(accelerator="cpu", max_epochs=2, use_distributed_sampler=False, limit_val_batches=0,
-                         **quiet, **kw)  # fmt: skip
+    def examples(module, batch):
+        return module.current_epoch, tuple(batch["index"].tolist())
 
     cfg = tiny_cfg("data.batch_tokens=100")
-    full = Recorder()
+    full = Recorder(examples)
     dm = TranslationDataModule(cfg, tok)
     dm.setup("fit")
     per_epoch = len(dm.train_dataloader())
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=per_epoch + 3, save_top_k=-1, filename="mid")
-    trainer(callbacks=[ckpt]).fit(full, TranslationDataModule(cfg, tok))
+    quiet_trainer(tmp_path, callbacks=[ckpt]).fit(full, TranslationDataModule(cfg, tok))
     assert len(full.seen) == 2 * per_epoch and full.seen[:per_epoch] != full.seen[per_epoch:]
 
-    resumed = Recorder()
-    trainer().fit(resumed, TranslationDataModule(cfg, tok), ckpt_path=tmp_path / "mid.ckpt")
+    resumed = Recorder(examples)
+    quiet_trainer(tmp_path).fit(resumed, TranslationDataModule(cfg, tok), ckpt_path=tmp_path / "mid.ckpt")
     assert resumed.seen == full.seen[per_epoch + 3 :]  # epoch 1 continues after its third batch

@@ -178,43 +178,25 @@ def test_sample_alpha_is_checked():
 def test_lightning_draws_new_pieces_each_epoch_and_resumes_with_the_same_ones(tok, tmp_path):
     """Through a real Trainer: Lightning's set_epoch reaches the sampled batches (epoch 1 differs from
     epoch 0), and a run resumed mid-epoch trains on exactly the pieces the uninterrupted run did."""
-    import lightning as L
-    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning_probe import Recorder, quiet_trainer
 
-    class Recorder(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.w = torch.nn.Parameter(torch.zeros(1))
-            self.seen = []
+    def pieces(module, batch):  # example index -> its source pieces this step
+        return {i: tuple(batch["src"][k].tolist()) for k, i in enumerate(batch["index"].tolist())}
 
-        def training_step(self, batch, batch_idx):
-            index = batch["index"].tolist()
-            self.seen.append({i: tuple(batch["src"][k].tolist()) for k, i in enumerate(index)})
-            return self.w * batch["src"].float().mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def fit(model, **kw):
-        quiet = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                 "limit_val_batches": 0, "default_root_dir": tmp_path}  # fmt: skip
-        trainer = L.Trainer(
-            accelerator="cpu", max_epochs=2, use_distributed_sampler=False, **quiet, **kw.pop("trainer", {})
-        )
-        trainer.fit(
-            model, TranslationDataModule(cfg("data.sample_alpha=0.1", "data.batch_tokens=100"), tok), **kw
-        )
+    def fit(model, trainer=None, **kw):
+        data = TranslationDataModule(cfg("data.sample_alpha=0.1", "data.batch_tokens=100"), tok)
+        quiet_trainer(tmp_path, **(trainer or {})).fit(model, data, **kw)
 
     dm = TranslationDataModule(cfg("data.sample_alpha=0.1", "data.batch_tokens=100"), tok)
     dm.setup("fit")
     per_epoch = len(dm.train_dataloader())
-    full = Recorder()
+    full = Recorder(pieces)
     ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=per_epoch + 3, save_top_k=-1, filename="mid")
     fit(full, trainer={"callbacks": [ckpt]})
     first = {i: s for step in full.seen[:per_epoch] for i, s in step.items()}
     second = {i: s for step in full.seen[per_epoch:] for i, s in step.items()}
     assert sorted(first) == sorted(second) and sum(first[i] != second[i] for i in first) > 0.8 * len(first)
-    resumed = Recorder()
+    resumed = Recorder(pieces)
     fit(resumed, ckpt_path=tmp_path / "mid.ckpt")
     assert resumed.seen == full.seen[per_epoch + 3 :]
