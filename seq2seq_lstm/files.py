@@ -144,6 +144,27 @@ def decode_line(
         ) from None
 
 
+def decode_chunk(
+    raw: list[bytes], name: str, first: int, errors: str, replace_hint: str = REPLACE_OPTION
+) -> list[str]:
+    """Byte lines ``first + 1 ..`` (1-based) of ``name`` as :func:`decode_lines` reads them, decoded in
+    one call: for bulk readers (a corpus), where a call per line costs more than the decoding. Only a
+    chunk holding invalid UTF-8 goes line by line, to name the line or replace as :func:`decode_line`
+    does; a byte-order mark is dropped when the chunk opens the file (``first`` 0)."""
+    blob = b"".join(raw)
+    if first == 0 and blob.startswith(b"\xef\xbb\xbf"):
+        blob = blob[3:]
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return [
+            decode_line(line, name, first + k + 1, errors, replace_hint, strip_bom=first + k == 0)
+            for k, line in enumerate(raw)
+        ]
+    # every line but perhaps the last ends in "\n", so the split gives len(raw) parts (and maybe a last "")
+    return [line.rstrip("\r") for line in text.split("\n")[: len(raw)]]
+
+
 def read_lines(
     path: str | os.PathLike,
     errors: str = "strict",

@@ -37,7 +37,7 @@ from datasets.table import MemoryMappedTable
 
 from ..config import Config
 from ..errors import ConfigError, UserError
-from ..files import ENCODING_ERRORS, atomic_write, decode_line
+from ..files import ENCODING_ERRORS, atomic_write, decode_chunk
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ FORMAT_BY_SUFFIX = {  # longest suffix first wins
 }
 _READER_VERSION = "1"  # bump when a reader changes what it yields, to invalidate cached Arrow files
 _CHUNK_LINES = 10_000  # lines decoded per call and rows per Arrow record batch: per-chunk costs vanish
-_BOM = b"\xef\xbb\xbf"
 _REPLACE_HINT = "set data.encoding_errors=replace"
 
 # --------------------------------------------------------------------------------------------------
@@ -113,34 +112,18 @@ def _lines(path: Path, errors: str) -> Iterator[str]:
 
 
 def _line_chunks(path: Path, errors: str) -> Iterator[list[str]]:
-    """The lines of :func:`_lines`, ``_CHUNK_LINES`` at a time: each chunk is decoded in one call (one
-    line at a time only when it holds invalid UTF-8, to name the line or replace as ``decode_line`` does)."""
+    """The lines of :func:`_lines`, ``_CHUNK_LINES`` at a time, each chunk decoded in one call
+    (:func:`.files.decode_chunk`)."""
     if errors not in ENCODING_ERRORS:
         raise ValueError(f"errors must be one of {', '.join(ENCODING_ERRORS)}; got {errors!r}")
     try:
         with _open_binary(path) as f:
             first = 0
             while raw := list(itertools.islice(f, _CHUNK_LINES)):
-                yield _decode_chunk(raw, path, first, errors)
+                yield decode_chunk(raw, str(path), first, errors, _REPLACE_HINT)
                 first += len(raw)
     except (gzip.BadGzipFile, EOFError) as e:
         raise UserError(f"{path}: not a valid gzip file ({e})") from None
-
-
-def _decode_chunk(raw: list[bytes], path: Path, first: int, errors: str) -> list[str]:
-    """Byte lines ``first + 1 ..`` (1-based) of ``path`` as :func:`.files.decode_line` reads them."""
-    blob = b"".join(raw)
-    if first == 0 and blob.startswith(_BOM):
-        blob = blob[len(_BOM) :]
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError:
-        return [
-            decode_line(line, str(path), first + k + 1, errors, _REPLACE_HINT, strip_bom=first + k == 0)
-            for k, line in enumerate(raw)
-        ]
-    # every line but perhaps the last ends in "\n", so the split gives len(raw) parts (and maybe a last "")
-    return [line.rstrip("\r") for line in text.split("\n")[: len(raw)]]
 
 
 def _text_batches(paths: Sequence[Path], names: Sequence[str], errors: str) -> Iterator[dict[str, list]]:
