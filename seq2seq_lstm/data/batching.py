@@ -90,6 +90,12 @@ def column_lengths(ds: Dataset, column: str) -> np.ndarray:
     return lens
 
 
+def pair_widths(tgt_lens: np.ndarray, src_lens: np.ndarray | None = None) -> np.ndarray:
+    """The padded width (N,) each example forces on its batch: source pieces S, or target pieces + 1
+    (BOS or EOS), whichever is wider (the target alone for a language model)."""
+    return tgt_lens + 1 if src_lens is None else np.maximum(src_lens, tgt_lens + 1)
+
+
 @dataclass
 class FilterReport:
     """How many pairs the length filter saw and dropped, by the first rule each pair broke."""
@@ -230,10 +236,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.src_lens = None if src_lens is None else np.asarray(src_lens, dtype=np.int64)
         if self.src_lens is not None and len(self.src_lens) != len(self.tgt_lens):
             raise ValueError("src_lens and tgt_lens must have the same length")
-        # the padded width an example forces on its batch: source S, or target T = len + 1 (BOS/EOS)
-        self.widths = (
-            self.tgt_lens + 1 if self.src_lens is None else np.maximum(self.src_lens, self.tgt_lens + 1)
-        )
+        self.widths = pair_widths(self.tgt_lens, self.src_lens)
         if stretch != 1.0:  # room for longer sampled segmentations (subword_sampling), within the budget
             room = np.minimum(np.ceil(self.widths * stretch).astype(np.int64), batch_tokens)
             self.widths = np.maximum(self.widths, room)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset
 
-from .batching import TokenBatchSampler, TokenDataset
+from .batching import TokenBatchSampler, TokenDataset, pair_widths
 from .tokenizer import SIDES, Tokenizer
 
 STRETCH_EXAMPLES = 1000  # training pairs sampled at setup to measure how much longer samples are
@@ -72,12 +72,12 @@ def _text_column(ds_columns: Sequence[str], ids_column: str) -> tuple[str, str]:
 
 
 def widths_of(ids: dict[str, list[list[int]]]) -> np.ndarray:
-    """The padded width (N,) each example forces on its batch, as :class:`.batching.TokenBatchSampler`
-    counts it: source pieces S, target pieces + 1 (BOS/EOS)."""
-    tgt = np.array([len(x) for x in ids["tgt_ids"]], dtype=np.int64) + 1
-    if "src_ids" not in ids:
-        return tgt
-    return np.maximum(np.array([len(x) for x in ids["src_ids"]], dtype=np.int64), tgt)
+    """The padded width (N,) each example of ``ids`` forces on its batch (:func:`.batching.pair_widths`)."""
+    src, tgt = (
+        np.array([len(x) for x in ids[c]], dtype=np.int64) if c in ids else None
+        for c in ("src_ids", "tgt_ids")
+    )
+    return pair_widths(tgt, src)
 
 
 def stretch_factor(ds: Dataset, sampling: SubwordSampling, n: int = STRETCH_EXAMPLES) -> float:
