@@ -15,6 +15,9 @@ size and both paths, trains the same small model in a fresh process and reports:
 * first batch: from ``train()`` being called to the first training batch (streaming: workers started
   and the first shuffle buffer and batching window filled);
 * steady tokens/s: source + target tokens per second of wall time over the steps after ``--skip``;
+  beside it the padded positions per second and the share of them that is real tokens, so a path
+  whose batches pad more can be told apart from a path that is slower (the model's work grows with
+  the padded positions, the figure counts the real ones);
 * peak RSS: the training process and its DataLoader workers together, sampled every 0.2 s in /proc.
 
 Targets (the issue that asked for this benchmark): streaming's peak RSS flat (within 20%) from the
@@ -25,6 +28,10 @@ path's; the in-memory path's data setup time per pair flat (within 25%) across s
         --sizes 100000 1000000 10000000 --steps 60 --timeout 3600
 
 A measurement that runs past ``--timeout`` seconds is killed (with its workers) and reported as such.
+
+``--padding WINDOW [WINDOW ...]`` trains nothing: for every size it forms one epoch of the training
+batches of each path (streaming once per ``data.window`` given) in a fresh process without workers,
+and reports real and padded tokens, their ratio and the process's peak RSS (the window's memory).
 """
 
 from __future__ import annotations
@@ -92,8 +99,48 @@ def train_command(work: Path, sets: list[str], overwrite: bool = False) -> None:
 # One measurement, in a fresh process (``--child``)
 
 
+def batch_counts(batch: dict) -> tuple[int, int]:
+    """``(real, padded)`` tokens of a collated batch, source and target together: real is what
+    tokens/s counts (``src_lens`` + ``tgt_lens``), padded the positions of ``src`` (B, S) and
+    ``tgt_in`` (B, T), the work the model does."""
+    real, padded = int(batch["tgt_lens"].sum()), batch["tgt_in"].numel()
+    if "src" in batch:
+        real, padded = real + int(batch["src_lens"].sum()), padded + batch["src"].numel()
+    return real, padded
+
+
+def epoch_counts(cfg, tokenizer) -> tuple[int, int, int]:
+    """``(batches, real, padded)`` over one epoch of the training batches ``cfg`` makes (in memory or
+    streamed, as ``data.streaming`` says), formed by the DataModule the trainer uses, nothing trained."""
+    from seq2seq_lstm.data.datamodule import TranslationDataModule
+
+    dm = TranslationDataModule(cfg, tokenizer)
+    dm.setup("fit")
+    batches = real = padded = 0
+    for batch in dm.train_dataloader():
+        r, p = batch_counts(batch)
+        batches, real, padded = batches + 1, real + r, padded + p
+    return batches, real, padded
+
+
+def padding_child(spec: dict) -> None:
+    """One epoch's counts (:func:`epoch_counts`), its seconds and the peak RSS, as one JSON line."""
+    from seq2seq_lstm.config import load_config
+    from seq2seq_lstm.data.tokenizer import Tokenizer
+
+    cfg = load_config(spec["config"], spec["sets"])
+    start = time.perf_counter()
+    batches, real, padded = epoch_counts(cfg, Tokenizer.load(spec["tokenizer"]))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"batches": batches, "real": real, "padded": padded,
+                      "seconds": time.perf_counter() - start, "maxrss": rss}))  # fmt: skip
+
+
 def child(spec: dict) -> None:
     """Train as ``spec`` says with a timing callback; print the timings as one JSON line."""
+    if spec.get("padding"):
+        padding_child(spec)
+        return
     from lightning.pytorch.callbacks import Callback
 
     from seq2seq_lstm.config import load_config
@@ -104,14 +151,13 @@ def child(spec: dict) -> None:
         def __init__(self) -> None:
             self.prepared: float | None = None
             self.data_setup = 0.0  # seconds in the DataModule's setup
-            self.steps: list[tuple[float, int]] = []  # (time at the end of the step, tokens of its batch)
+            self.steps: list[tuple[float, int, int]] = []  # (end of the step, real, padded tokens)
 
         def setup(self, trainer, pl_module, stage: str) -> None:
             self.prepared = time.perf_counter()  # after the DataModule's setup (Lightning calls it first)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            tokens = int(batch["src_lens"].sum() + batch["tgt_lens"].sum())
-            self.steps.append((time.perf_counter(), tokens))
+            self.steps.append((time.perf_counter(), *batch_counts(batch)))
 
     probe = Probe()
     setup = datamodule.TranslationDataModule.setup  # LMDataModule inherits it
@@ -126,14 +172,16 @@ def child(spec: dict) -> None:
     start = time.perf_counter()
     train(cfg, callbacks=[probe])
     skip = spec["skip"]
-    (t0, _), steady = probe.steps[skip - 1], probe.steps[skip:]
+    t0, steady = probe.steps[skip - 1][0], probe.steps[skip:]
+    seconds = steady[-1][0] - t0
     first = probe.steps[0][0] - start  # the first step's end: its batch arrived just before
     own, workers = (
         resource.getrusage(r).ru_maxrss * 1024 for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
     print(json.dumps({
         "prepare_s": probe.prepared - start, "data_setup_s": probe.data_setup, "first_batch_s": first,
-        "tok_s": sum(n for _, n in steady) / (steady[-1][0] - t0), "steps": len(probe.steps),
+        "tok_s": sum(r for _, r, _ in steady) / seconds, "padded_s": sum(p for *_, p in steady) / seconds,
+        "steps": len(probe.steps),
         "maxrss_self": own, "maxrss_workers": workers,
     }))  # fmt: skip
 
@@ -188,28 +236,60 @@ def measure(work: Path, corpus: Path, streaming: bool, args: argparse.Namespace)
     return {**json.loads(lines[-1]), "peak_rss": peak}
 
 
+def measure_padding(work: Path, corpus: Path, window: int | None) -> dict:
+    """:func:`padding_child` in a fresh process: the in-memory path (``window`` None) or streaming with
+    ``data.window`` = ``window``, no DataLoader workers (the window lives in the measured process)."""
+    sets = [*MODEL, f"data.train={corpus}/train", f"data.streaming={str(window is not None).lower()}",
+            "data.num_workers=0", "training.max_steps=1"]  # fmt: skip
+    sets += [f"data.window={window}"] if window else []
+    spec = {"padding": True, "config": str(work / "base.yaml"), "sets": sets,
+            "tokenizer": str(work / "seed_run" / "tokenizer")}  # fmt: skip
+    cache = work / "hf_cache"
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # --------------------------------------------------------------------------------------------------
 # Report
+
+
+def padding_report(results: dict[tuple[int, str], dict]) -> str:
+    """A Markdown table of :func:`measure_padding`'s counts, keyed by (pairs, path)."""
+    rows = ["| pairs | path | batches | real tokens | padded tokens | real / padded | epoch s "
+            "| peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for (n, path), r in results.items():
+        cells = [f"{n:,}", path, f"{r['batches']:,}", f"{r['real']:,}", f"{r['padded']:,}"]
+        cells += [f"{r['real'] / r['padded']:.3f}", f"{r['seconds']:.1f}", f"{r['maxrss'] / 2**20:,.0f}"]
+        rows.append(f"| {' | '.join(cells)} |")
+    return "\n".join(["", *rows])
 
 
 def report(results: dict[tuple[int, str], list[dict]]) -> str:
     """A Markdown table of medians over rounds, then the targets checked."""
     rows = ["| pairs | path | preparation s | data setup s | per pair µs | first batch s | steady tok/s "
-            "| peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+            "| padded tok/s | real / padded | peak RSS MB |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     med: dict[tuple[int, str], dict[str, float]] = {}
     for (n, path), runs in sorted(results.items()):
         ok = [r for r in runs if "tok_s" in r]
         if not ok:
-            rows.append(f"| {n:,} | {path} | {'timed out' if runs[0].get('timed_out') else 'failed'} ||||||")
+            rows.append(
+                f"| {n:,} | {path} | {'timed out' if runs[0].get('timed_out') else 'failed'} ||||||||"
+            )
             continue
         m = {
             k: statistics.median(r[k] for r in ok)
-            for k in ("prepare_s", "data_setup_s", "first_batch_s", "tok_s", "peak_rss")
+            for k in ("prepare_s", "data_setup_s", "first_batch_s", "tok_s", "padded_s", "peak_rss")
         }
         med[n, path] = m
         cells = [f"{n:,}", path, f"{m['prepare_s']:.1f}", f"{m['data_setup_s']:.1f}"]
         cells += [f"{m['data_setup_s'] / n * 1e6:.1f}"]
-        cells += [f"{m['first_batch_s']:.1f}", f"{m['tok_s']:,.0f}", f"{m['peak_rss'] / 2**20:,.0f}"]
+        cells += [f"{m['first_batch_s']:.1f}", f"{m['tok_s']:,.0f}", f"{m['padded_s']:,.0f}"]
+        cells += [f"{m['tok_s'] / m['padded_s']:.3f}", f"{m['peak_rss'] / 2**20:,.0f}"]
         rows.append(f"| {' | '.join(cells)} |")
     sizes = sorted({n for n, _ in med})
     lines = ["", *rows, ""]
@@ -219,8 +299,9 @@ def report(results: dict[tuple[int, str], list[dict]]) -> str:
                      f"(target within 20%), max {max(stream) / 2**30:.2f} GB (target < 2 GB)")  # fmt: skip
     for n in sizes:
         if (n, "streaming") in med and (n, "memory") in med:
-            ratio = med[n, "streaming"]["tok_s"] / med[n, "memory"]["tok_s"] - 1
-            lines.append(f"{n:,} pairs: streaming tok/s {ratio:+.1%} against in-memory (target within 10%)")
+            ratio, padded = (med[n, "streaming"][k] / med[n, "memory"][k] - 1 for k in ("tok_s", "padded_s"))
+            lines.append(f"{n:,} pairs: streaming tok/s {ratio:+.1%} against in-memory (target within 10%); "
+                         f"padded tok/s {padded:+.1%}")  # fmt: skip
     per_pair = [med[n, "memory"]["data_setup_s"] / n for n in sizes if (n, "memory") in med]
     if len(per_pair) > 1:
         lines.append(f"in-memory data setup per pair: {max(per_pair) / min(per_pair) - 1:+.0%} spread "
@@ -240,6 +321,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers of the streaming path")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds before a measurement is killed")
+    ap.add_argument("--padding", type=int, nargs="+", metavar="WINDOW",
+                    help="train nothing: count the padding of each path's batches, streaming at these "
+                    "data.window sizes")  # fmt: skip
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -250,17 +334,24 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     seed_run(args.data, args.work)
     results: dict[tuple[int, str], list[dict]] = {}
+    padding: dict[tuple[int, str], dict] = {}
     for n in args.sizes:
         start = time.perf_counter()
         corpus = build_corpus(args.data, n, args.work / f"corpus-{n}")
         print(f"corpus of {n:,} pairs ready ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        if args.padding:
+            for window in [None, *args.padding]:
+                path = "memory" if window is None else f"streaming, window {window:,}"
+                padding[n, path] = measure_padding(args.work, corpus, window)
+                print(f"{n:,} {path}: {padding[n, path]}", file=sys.stderr)
+            continue
         for r in range(args.rounds):  # alternate which path goes first: the machine drifts
             for path in args.paths if r % 2 == 0 else reversed(args.paths):
                 results.setdefault((n, path), []).append(
                     measure(args.work, corpus, path == "streaming", args)
                 )
                 print(f"{n:,} {path}: {results[n, path][-1]}", file=sys.stderr)
-    print(report(results))
+    print(padding_report(padding) if args.padding else report(results))
 
 
 if __name__ == "__main__":
