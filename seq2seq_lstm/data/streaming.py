@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -70,35 +72,53 @@ class Position:
 # One window of rows -> batches
 
 
+@dataclass(frozen=True)
+class WindowBatches:
+    """The token-budget batches of one window.
+
+    The kept pairs' piece ids stay in one Arrow array per side (8 bytes a piece, where lists of Python
+    ints take about 36), and a batch's rows become lists only when it is handed out: a window of tens
+    of thousands of pairs then costs tens of MB, so it can be large enough to pad little.
+    """
+
+    ids: dict[str, pa.Array]  # src_ids / tgt_ids: (N,) lists of piece ids of the kept pairs
+    lines: np.ndarray  # (N,) line in the file of each kept pair
+    batches: list[list[int]]  # indices into the kept pairs, in the order they are handed out
+
+    def rows(self, k: int) -> list[dict]:
+        """Batch ``k`` as rows ``{"src_ids", "tgt_ids", "index"}`` for :class:`~.batching.Collator`."""
+        idx = pa.array(self.batches[k], pa.int64())
+        columns = {c: v.take(idx).to_pylist() for c, v in self.ids.items()}
+        lines = self.lines[self.batches[k]].tolist()
+        return [{**{c: v[j] for c, v in columns.items()}, "index": lines[j]} for j in range(len(lines))]
+
+
 def window_batches(
     rows: dict[str, list], tokenizer: Tokenizer, d: DataConfig, seed: int
-) -> tuple[list[list[dict]], int, str]:
-    """``(batches of example rows, skipped lines, the first skip's reason)`` of one window of rows.
+) -> tuple[WindowBatches, int, str]:
+    """``(batches, skipped lines, the first skip's reason)`` of one window of rows.
 
     Rows are tokenized, filtered by the length rules of the in-memory path and packed into token-budget
-    batches from length buckets; each example row is ``{"src_ids", "tgt_ids", "index"}`` (``index``:
-    the line in the file), ready for :class:`~.batching.Collator`.
+    batches from length buckets (``line``: each pair's line in the file).
     """
     bad = [b for b in rows["bad"] if b]
     good = [i for i, b in enumerate(rows["bad"]) if not b]
-    ids = {}
-    if "src" in rows:
-        ids["src_ids"] = tokenizer.encode_src([rows["src"][i] for i in good])
-    ids["tgt_ids"] = tokenizer.encode_tgt([rows["tgt" if "tgt" in rows else "text"][i] for i in good])
-    lens = np.array([[len(x) for x in side] for side in ids.values()], dtype=np.int64).reshape(len(ids), -1)
-    short, long, ratio = length_rules(lens, d.min_len, d.max_len, d.max_ratio)
+    texts = {"src_ids": ("src", "src")} if "src" in rows else {}
+    texts["tgt_ids"] = ("tgt" if "tgt" in rows else "text", "tgt")
+    ids = {c: tokenizer.encode_array([rows[col][i] for i in good], side) for c, (col, side) in texts.items()}
+    lens = np.stack([pc.list_value_length(v).to_numpy(zero_copy_only=False) for v in ids.values()])
+    short, long, ratio = length_rules(lens.astype(np.int64), d.min_len, d.max_len, d.max_ratio)
     keep = np.flatnonzero(~(short | long | ratio))
-    if not len(keep):
-        return [], len(bad), bad[0] if bad else ""
-    sampler = TokenBatchSampler(
-        lens[-1][keep], d.batch_tokens, src_lens=lens[0][keep] if "src_ids" in ids else None,
-        max_sentences=d.max_sentences, bucket_width=d.bucket_width, shuffle=True, seed=seed,
-    )  # fmt: skip
-    examples = [
-        {**{c: v[i] for c, v in ids.items()}, "index": int(rows["line"][good[i]])} for i in keep.tolist()
-    ]
-    batches = [[examples[j] for j in b] for b in sampler.epoch_batches(0)]
-    return batches, len(bad), bad[0] if bad else ""
+    lines = np.asarray(rows["line"], dtype=np.int64)[np.asarray(good, dtype=np.int64)][keep]
+    kept = {c: v.take(pa.array(keep)) for c, v in ids.items()}
+    batches: list[list[int]] = []
+    if len(keep):
+        sampler = TokenBatchSampler(
+            lens[-1][keep], d.batch_tokens, src_lens=lens[0][keep] if "src_ids" in ids else None,
+            max_sentences=d.max_sentences, bucket_width=d.bucket_width, shuffle=True, seed=seed,
+        )  # fmt: skip
+        batches = sampler.epoch_batches(0)
+    return WindowBatches(kept, lines, batches), len(bad), bad[0] if bad else ""
 
 
 def stream_items(
@@ -118,9 +138,10 @@ def stream_items(
             continue
         seed = int(np.random.SeedSequence([d.seed, epoch, node, w]).generate_state(1)[0])
         batches, bad, first = window_batches(window, tokenizer, d, seed)
+        del window  # its texts: the batches hold the ids
         skipped, why = skipped + bad, why or first
-        for k in range(start.batches if w == start.window else 0, len(batches)):
-            yield "batch", collate(batches[k]), (stream, w, k + 1, skipped, why)
+        for k in range(start.batches if w == start.window else 0, len(batches.batches)):
+            yield "batch", collate(batches.rows(k)), (stream, w, k + 1, skipped, why)
             skipped, why = 0, ""
     yield "end", (stream, skipped, why)
 
