@@ -12,7 +12,7 @@ import torch
 from test_data import text_pairs
 
 from seq2seq_lstm.config import load_config
-from seq2seq_lstm.data import stream_rows
+from seq2seq_lstm.data import stream_rows, streaming
 from seq2seq_lstm.data.corpus import load_parallel
 from seq2seq_lstm.data.stream_rows import node_rows, sample_texts, shard_rows, stream_source
 from seq2seq_lstm.data.streaming import (
@@ -117,6 +117,24 @@ def test_batches_obey_the_token_budget_and_the_sentence_cap(tmp_path, tok):
     for b in batches:
         width = max(b["src"].shape[1], b["tgt_in"].shape[1])
         assert width * len(b["index"]) <= 150 and len(b["index"]) <= 9
+
+
+def test_a_window_tokenized_in_chunks_gives_the_ids_of_the_tokenizer_and_the_same_batches(
+    tmp_path, tok, monkeypatch
+):
+    # the window's ids live in Arrow arrays, encoded a few hundred sentences at a time: every batch
+    # must hold the tokenizer's own ids of its lines, and the chunk size must change nothing
+    train = write_pairs(tmp_path, 400)
+    cfg = cfg_for(train, "data.window=300")
+    whole = [x[1] for x in stream_items(plan_for(cfg), tok, 0, 0) if x[0] == "batch"]
+    monkeypatch.setattr(streaming, "ENCODE_ROWS", 7)
+    chunked = [x[1] for x in stream_items(plan_for(cfg), tok, 0, 0) if x[0] == "batch"]
+    assert batch_list(chunked) == batch_list(whole)
+    en = Path(f"{train}.en").read_text().splitlines()
+    for b in whole:
+        ids = tok.encode_src([en[i] for i in b["index"].tolist()])
+        assert [row[: len(x)].tolist() for row, x in zip(b["src"], ids, strict=True)] == ids
+        assert b["src_lens"].tolist() == [len(x) for x in ids]
 
 
 def test_two_ranks_times_two_workers_cover_every_pair_exactly_once(tmp_path, tok):

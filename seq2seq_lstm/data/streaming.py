@@ -36,6 +36,7 @@ from .stream_rows import StreamSource, node_rows
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
+ENCODE_ROWS = 5_000  # sentences per SentencePiece call while tokenizing a window
 SNAPSHOTS = 64  # loader states kept for the batches handed out but not yet trained on (prefetch)
 # settings that decide the batch sequence: a resume must have the same ones
 PLAN_KEYS = ("seed", "shuffle_buffer", "window", "num_workers", "batch_tokens", "max_sentences",
@@ -105,7 +106,7 @@ def window_batches(
     good = [i for i, b in enumerate(rows["bad"]) if not b]
     texts = {"src_ids": ("src", "src")} if "src" in rows else {}
     texts["tgt_ids"] = ("tgt" if "tgt" in rows else "text", "tgt")
-    ids = {c: tokenizer.encode_array([rows[col][i] for i in good], side) for c, (col, side) in texts.items()}
+    ids = {c: _encode(tokenizer, [rows[col][i] for i in good], side) for c, (col, side) in texts.items()}
     lens = np.stack([pc.list_value_length(v).to_numpy(zero_copy_only=False) for v in ids.values()])
     short, long, ratio = length_rules(lens.astype(np.int64), d.min_len, d.max_len, d.max_ratio)
     keep = np.flatnonzero(~(short | long | ratio))
@@ -119,6 +120,13 @@ def window_batches(
         )  # fmt: skip
         batches = sampler.epoch_batches(0)
     return WindowBatches(kept, lines, batches), len(bad), bad[0] if bad else ""
+
+
+def _encode(tokenizer: Tokenizer, texts: list[str], side: str) -> pa.Array:
+    """One side's piece ids (N,), :data:`ENCODE_ROWS` texts per SentencePiece call, so that its lists of
+    Python ints exist for one chunk at a time, not for the whole window."""
+    starts = range(0, max(len(texts), 1), ENCODE_ROWS)
+    return pa.concat_arrays([tokenizer.encode_array(texts[i : i + ENCODE_ROWS], side) for i in starts])
 
 
 def stream_items(
