@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_check.sh RUN_DIR [LOG_DIR]
 #
-# RUN_DIR: a run directory of the reference Ding config (`s2s train -c configs/ding_en_de.yaml`);
+# RUN_DIR: a run directory of the reference Ding config (`s2s train -c configs/ding_en_de_reference.yaml`);
 # data/ding-en-de must hold the splits (data_scripts/). Logs go to LOG_DIR (default gpu_check_logs);
 # the last lines of each part are printed. Each part has a time limit, so one hang cannot eat the rest.
 set -uo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The peer that our speed and quality ratios are taken against: OpenNMT-py 3.5.1 with the same LSTM
-# model, the same data and the same SentencePiece pieces as `configs/ding_en_de.yaml`.
+# model, the same data and the same SentencePiece pieces as `configs/ding_en_de_reference.yaml`.
 #
 #   bash benchmarks/opennmt_baseline.sh DATA_DIR SRC TGT SPM_MODEL [SECONDS] [OUT_DIR]
 #
@@ -89,7 +89,7 @@ for split in ("train", "valid", "test"):
             f.writelines(" ".join(pieces) + "\n" for pieces in sp.encode(lines, out_type=str))
 EOF
 
-# 2. The reference model of configs/ding_en_de.yaml in OpenNMT-py's words: 2x512 LSTMs, embeddings
+# 2. The reference model of configs/ding_en_de_reference.yaml in OpenNMT-py's words: 2x512 LSTMs, embeddings
 # 256, Luong general attention with input feeding, dropout 0.3, Adam 1e-3, gradient norm 5, batches of
 # 64 sentences. The vocabulary is whatever pieces occur (one shared list, as our joint model). It
 # checkpoints every 50 steps so that stopping on time loses little; validation is off (it would

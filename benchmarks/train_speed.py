@@ -102,7 +102,7 @@ class StepTimer(Callback):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs/ding_en_de.yaml"))
+    ap.add_argument("--config", default=str(ROOT / "configs/ding_en_de_reference.yaml"))
     ap.add_argument(
         "--data", default=str(ROOT / "data/ding-en-de"), help="directory with train/valid/test.{en,de}"
     )

@@ -56,7 +56,9 @@ def build_random_reference(out: Path) -> Path:
     if run.weights.is_file():
         return out
     data = ROOT / "data/ding-en-de"
-    cfg = load_config(ROOT / "configs/ding_en_de.yaml", [f"training.out_dir={out}", "model.dropout=0.0"])
+    cfg = load_config(
+        ROOT / "configs/ding_en_de_reference.yaml", [f"training.out_dir={out}", "model.dropout=0.0"]
+    )
     src = (data / "train.en").read_text(encoding="utf-8").splitlines()
     tgt = (data / "train.de").read_text(encoding="utf-8").splitlines()
     tokenizer = Tokenizer.train(src, tgt, cfg.tokenizer, out_dir=run.tokenizer)
