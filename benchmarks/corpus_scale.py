@@ -10,6 +10,8 @@ size and both paths, trains the same small model in a fresh process and reports:
   seed run (``training.init_from``), so its training is not in any figure;
 * data setup: the DataModule's ``setup`` alone, the part of preparation that grows with the corpus
   (the rest, imports, model and Trainer, is the same at any size); the per-pair figure divides it.
+  Its CPU time per pair (SentencePiece's threads included) comes after the table: the work itself,
+  which a busy machine or the threads' share of the cores does not change.
   Every measurement starts from an empty ``datasets`` cache (its own ``HF_DATASETS_CACHE``), so the
   in-memory path reads and encodes for real even in later rounds;
 * first batch: from ``train()`` being called to the first training batch (streaming: workers started
@@ -150,7 +152,7 @@ def child(spec: dict) -> None:
     class Probe(Callback):
         def __init__(self) -> None:
             self.prepared: float | None = None
-            self.data_setup = 0.0  # seconds in the DataModule's setup
+            self.data_setup = self.data_setup_cpu = 0.0  # seconds in the DataModule's setup: wall, CPU
             self.steps: list[tuple[float, int, int]] = []  # (end of the step, real, padded tokens)
 
         def setup(self, trainer, pl_module, stage: str) -> None:
@@ -163,9 +165,10 @@ def child(spec: dict) -> None:
     setup = datamodule.TranslationDataModule.setup  # LMDataModule inherits it
 
     def timed_setup(self, stage: str | None = None) -> None:
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         setup(self, stage)
         probe.data_setup += time.perf_counter() - t
+        probe.data_setup_cpu += time.process_time() - cpu
 
     datamodule.TranslationDataModule.setup = timed_setup
     cfg = load_config(spec["config"], spec["sets"])
@@ -180,6 +183,7 @@ def child(spec: dict) -> None:
     )
     print(json.dumps({
         "prepare_s": probe.prepared - start, "data_setup_s": probe.data_setup, "first_batch_s": first,
+        "data_setup_cpu_s": probe.data_setup_cpu,
         "tok_s": sum(r for _, r, _ in steady) / seconds, "padded_s": sum(p for *_, p in steady) / seconds,
         "steps": len(probe.steps),
         "maxrss_self": own, "maxrss_workers": workers,
@@ -283,7 +287,15 @@ def report(results: dict[tuple[int, str], list[dict]]) -> str:
             continue
         m = {
             k: statistics.median(r[k] for r in ok)
-            for k in ("prepare_s", "data_setup_s", "first_batch_s", "tok_s", "padded_s", "peak_rss")
+            for k in (
+                "prepare_s",
+                "data_setup_s",
+                "data_setup_cpu_s",
+                "first_batch_s",
+                "tok_s",
+                "padded_s",
+                "peak_rss",
+            )
         }
         med[n, path] = m
         cells = [f"{n:,}", path, f"{m['prepare_s']:.1f}", f"{m['data_setup_s']:.1f}"]
@@ -306,6 +318,10 @@ def report(results: dict[tuple[int, str], list[dict]]) -> str:
     if len(per_pair) > 1:
         lines.append(f"in-memory data setup per pair: {max(per_pair) / min(per_pair) - 1:+.0%} spread "
                      "(target within 25%)")  # fmt: skip
+        cpu = [med[n, "memory"]["data_setup_cpu_s"] / n * 1e6 for n in sizes if (n, "memory") in med]
+        each = " / ".join(f"{x:.1f}" for x in cpu)
+        lines.append(f"in-memory data setup CPU per pair (all threads; the work, apart from waiting for "
+                     f"the cores): {each} µs, {max(cpu) / min(cpu) - 1:+.0%} spread")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -66,11 +66,20 @@ def test_a_small_window_pads_more_than_sorting_the_whole_corpus(scale, tmp_path)
     assert scale.epoch_counts(streamed, Words()) == (2, 16, 20)
 
 
-def test_the_report_sets_padded_tokens_per_second_beside_real_ones(scale):
-    run = {"prepare_s": 1.0, "data_setup_s": 1.0, "first_batch_s": 2.0, "peak_rss": 2**30}
+def test_the_report_sets_padded_beside_real_tokens_per_second_and_cpu_beside_wall_setup(scale):
+    run = {
+        "prepare_s": 1.0,
+        "data_setup_s": 1.0,
+        "data_setup_cpu_s": 0.5,
+        "first_batch_s": 2.0,
+        "peak_rss": 2**30,
+    }
     results = {
         (1000, "memory"): [{**run, "tok_s": 900.0, "padded_s": 1000.0}],
         (1000, "streaming"): [{**run, "tok_s": 810.0, "padded_s": 950.0}],
+        (4000, "memory"): [
+            {**run, "data_setup_s": 2.0, "data_setup_cpu_s": 3.0, "tok_s": 1.0, "padded_s": 1.0}
+        ],
     }
     text = scale.report(results)
     assert "| 1,000 | memory | 1.0 | 1.0 | 1000.0 | 2.0 | 900 | 1,000 | 0.900 | 1,024 |" in text
@@ -78,3 +87,5 @@ def test_the_report_sets_padded_tokens_per_second_beside_real_ones(scale):
         "1,000 pairs: streaming tok/s -10.0% against in-memory (target within 10%); padded tok/s -5.0%"
         in text
     )
+    assert "in-memory data setup per pair: +100% spread (target within 25%)" in text  # 1000 and 500 µs
+    assert "the cores): 500.0 / 750.0 µs, +50% spread" in text
