@@ -2,12 +2,11 @@
 
 The training measurements themselves (minutes each) are not run here."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from benchmark_module import load_benchmark, unload_benchmark
 
 from seq2seq_lstm.config import load_config
 from seq2seq_lstm.data.batching import Collator
@@ -17,13 +16,8 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.fixture(scope="module")
 def scale():
-    path = ROOT / "benchmarks" / "corpus_scale.py"
-    spec = importlib.util.spec_from_file_location("bench_corpus_scale", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_benchmark("corpus_scale")
+    unload_benchmark("corpus_scale")
 
 
 class Words:

@@ -2,14 +2,13 @@
 
 The training runs themselves (ours and OpenNMT-py's, minutes each) are not run here."""
 
-import importlib.util
 import json
 import shlex
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from benchmark_module import load_benchmark, unload_benchmark
 from click.testing import CliRunner
 
 from seq2seq_lstm.cli import main as cli
@@ -22,13 +21,8 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.fixture(scope="module")
 def quality():
-    path = ROOT / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("bench_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_benchmark("quality")
+    unload_benchmark("quality")
 
 
 def _args(quality, tmp_path, *extra):

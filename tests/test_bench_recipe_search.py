@@ -2,13 +2,12 @@
 
 The training runs themselves (minutes each) are not run here."""
 
-import importlib.util
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
+from benchmark_module import load_benchmark, unload_benchmark
 
 from seq2seq_lstm.config import load_config
 
@@ -17,13 +16,8 @@ ROOT = Path(__file__).parents[1]
 
 @pytest.fixture(scope="module")
 def search():
-    path = ROOT / "benchmarks" / "recipe_search.py"
-    spec = importlib.util.spec_from_file_location("bench_recipe_search", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield load_benchmark("recipe_search")
+    unload_benchmark("recipe_search")
 
 
 def test_every_ding_lever_is_a_valid_config(search):

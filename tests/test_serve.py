@@ -416,11 +416,10 @@ def test_waiting_for_a_hang_up_reads_the_next_message_once_instead_of_polling():
 
 
 def test_the_load_benchmarks_clients_get_the_answers_of_translate(runs, tmp_path, translator):
-    import importlib.util
+    from benchmark_module import load_benchmark, unload_benchmark
 
-    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks/serve_load.py")
-    serve_load = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(serve_load)
+    serve_load = load_benchmark("serve_load")
+    unload_benchmark("serve_load")
     with serving(tmp_path, runs["mt"]) as s:
         result = serve_load.closed_loop(s.url, LINES[:4], clients=3, seconds=60, max_requests=9)
     assert result["ok"] == 9 and result["errors"] == {}

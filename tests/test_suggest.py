@@ -771,13 +771,10 @@ def test_evaluation_of_the_trained_model(trained):
 
 
 def _kneser_ney_module():
-    import importlib.util
-    from pathlib import Path
+    from benchmark_module import load_benchmark, unload_benchmark
 
-    path = Path(__file__).parents[1] / "benchmarks" / "kneser_ney_baseline.py"
-    spec = importlib.util.spec_from_file_location("kneser_ney_baseline", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("kneser_ney_baseline")
+    unload_benchmark("kneser_ney_baseline")
     return module
 
 
