@@ -355,6 +355,22 @@ def test_a_worker_that_dies_or_hangs_ends_in_one_clear_error(tmp_path, tok, how)
     assert time.monotonic() - start < 30
 
 
+@pytest.mark.parametrize("error", [EOFError, ConnectionResetError])
+def test_a_worker_lost_while_handing_over_a_batch_is_the_same_clear_error(tmp_path, tok, monkeypatch, error):
+    """A worker killed while the main process fetches its batch's shared memory surfaces as the
+    multiprocessing connection's own error, not the DataLoader's RuntimeError; it gets the same line."""
+
+    def broken(self):
+        yield from ()
+        raise error
+
+    cfg = cfg_for(write_pairs(tmp_path, 30), "data.num_workers=2", "data.worker_timeout=5")
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", broken)
+    with pytest.raises(UserError, match=r"^streaming data.train: DataLoader worker died handing over a batch "
+                       rf"\({error.__name__}\); .*data.worker_timeout=5 s\)$"):  # fmt: skip
+        list(StreamingLoader(StreamingBatches(plan_for(cfg), tok)))
+
+
 # ---------------------------------------------------------------------------------------- tokenizer
 
 

@@ -285,12 +285,19 @@ class StreamingLoader(DataLoader):
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 if "DataLoader" not in first:
                     raise
-                raise UserError(
-                    f"streaming data.train: {first}; a worker was killed or stalled (memory? lower "
-                    f"data.num_workers, data.window or data.shuffle_buffer; data.worker_timeout="
-                    f"{self.plan.data.worker_timeout:g} s)"
+                raise self._worker_lost(first) from None
+            except (EOFError, ConnectionError) as e:  # killed while its batch's shared memory was in transit
+                raise self._worker_lost(
+                    f"DataLoader worker died handing over a batch ({type(e).__name__})"
                 ) from None
             yield item
+
+    def _worker_lost(self, what: str) -> UserError:
+        return UserError(
+            f"streaming data.train: {what}; a worker was killed or stalled (memory? lower "
+            f"data.num_workers, data.window or data.shuffle_buffer; data.worker_timeout="
+            f"{self.plan.data.worker_timeout:g} s)"
+        )
 
     def _remember(self, state: _State) -> None:
         self._snapshots[state.count] = state
