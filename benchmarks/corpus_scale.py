@@ -43,6 +43,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -205,6 +206,15 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def empty_cache(work: Path) -> tuple[Path, dict[str, str]]:
+    """A ``datasets`` cache emptied for one measurement (nothing prepared earlier is read back) and the
+    environment that points the measured process at it."""
+    cache = work / "hf_cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    return cache, env
+
+
 def measure(work: Path, corpus: Path, streaming: bool, args: argparse.Namespace) -> dict:
     """One fresh process training on ``corpus``; its timings and sampled peak RSS, or ``timed_out``."""
     out = work / "runs" / f"{corpus.name}-{'stream' if streaming else 'memory'}"
@@ -215,12 +225,10 @@ def measure(work: Path, corpus: Path, streaming: bool, args: argparse.Namespace)
         f"training.out_dir={out}",
     ]  # fmt: skip
     if out.exists():
-        subprocess.run(["rm", "-rf", str(out)], check=True)
+        shutil.rmtree(out)
     spec = {"config": str(work / "base.yaml"), "sets": sets, "skip": args.skip}
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
-    cache = work / "hf_cache"  # empty for every measurement: nothing prepared earlier is read back
-    subprocess.run(["rm", "-rf", str(cache)], check=True)
-    env = {**os.environ, "HF_DATASETS_CACHE": str(cache)}
+    cache, env = empty_cache(work)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             start_new_session=True, env=env)  # fmt: skip
     peak, deadline = 0, time.monotonic() + args.timeout
@@ -231,7 +239,7 @@ def measure(work: Path, corpus: Path, streaming: bool, args: argparse.Namespace)
     if timed_out:
         os.killpg(proc.pid, signal.SIGKILL)  # the workers are in its session
         proc.wait()
-    subprocess.run(["rm", "-rf", str(cache)], check=True)  # GBs at 10M pairs
+    shutil.rmtree(cache, ignore_errors=True)  # GBs at 10M pairs
     if timed_out:
         return {"timed_out": True, "peak_rss": peak}
     lines = proc.stdout.read().strip().splitlines()
@@ -248,12 +256,10 @@ def measure_padding(work: Path, corpus: Path, window: int | None) -> dict:
     sets += [f"data.window={window}"] if window else []
     spec = {"padding": True, "config": str(work / "base.yaml"), "sets": sets,
             "tokenizer": str(work / "seed_run" / "tokenizer")}  # fmt: skip
-    cache = work / "hf_cache"
-    subprocess.run(["rm", "-rf", str(cache)], check=True)
-    env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+    cache, env = empty_cache(work)
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
-    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    shutil.rmtree(cache, ignore_errors=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
